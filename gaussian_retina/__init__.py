@@ -1,0 +1,24 @@
+"""
+gaussian-retina: RetinaNet with learned Gaussian maps for dense object detection, as a Detectron2
+project add-on. Importing the package registers its models, backbones and datasets.
+"""
+def _require(module, how):
+    try:
+        __import__(module)
+    except ImportError:
+        raise ImportError(f"gaussian_retina needs {module}: {how}") from None
+
+
+_require("torch", "install PyTorch from https://pytorch.org first")
+_require("torchvision", "install the torchvision that matches your PyTorch from https://pytorch.org")
+_require(
+    "detectron2",
+    "install Detectron2 from its official instructions, "
+    "https://detectron2.readthedocs.io/en/latest/tutorials/install.html",
+)
+
+from .config import add_gaussian_retina_config
+from .data import GaussianDatasetMapper, GaussianMapRenderer, ShelfDatasetMapper, render_gaussian_map
+from .modeling import GaussianRetinaNet, gaussian_map_loss
+
+__version__ = "0.1.0"

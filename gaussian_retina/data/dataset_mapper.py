@@ -1,0 +1,153 @@
+import copy
+import logging
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import DatasetMapper
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.structures import BoxMode
+
+from .gaussian_target import GaussianMapRenderer
+from .image_reader import BadImageError, read_shelf_image
+
+__all__ = ["ShelfDatasetMapper", "GaussianDatasetMapper", "build_shelf_mapper"]
+
+logger = logging.getLogger(__name__)
+
+
+class ShelfDatasetMapper(DatasetMapper):
+    """
+    Detectron2's DatasetMapper for shelf datasets. It differs in two ways:
+
+    * images are read with :func:`read_shelf_image`, which honours the record's EXIF choice (the
+      retail releases annotate raw pixels) and turns unreadable files into a
+      :class:`BadImageError` that names the file. With ``skip_bad_images`` such an image is
+      skipped with a warning: in training another image is drawn instead (Detectron2's
+      MapDataset does that on None); in evaluation it is fed as a blank image of its recorded
+      size, so the image ids stay aligned and its ground truth counts as missed, not as absent;
+    * boxes-only annotations get their box as a polygon when masks are trained (Mask R-CNN on
+      datasets that carry no masks).
+    """
+
+    @configurable
+    def __init__(self, is_train: bool, *, skip_bad_images: bool = False, **kwargs):
+        """
+        Args:
+            skip_bad_images: skip unreadable images with a warning instead of raising.
+            kwargs: see :class:`DatasetMapper`.
+        """
+        super().__init__(is_train, **kwargs)
+        self.skip_bad_images = skip_bad_images
+        self.num_bad_images = 0
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        ret = super().from_config(cfg, is_train)
+        ret["skip_bad_images"] = cfg.DATASETS.BAD_INPUT_POLICY == "skip"
+        return ret
+
+    def _read_image(self, dataset_dict):
+        try:
+            return read_shelf_image(dataset_dict, self.image_format)
+        except BadImageError as e:
+            if not self.skip_bad_images:
+                raise
+            self.num_bad_images += 1
+            logger.warning(f"Skipping bad image ({self.num_bad_images} so far here): {e}")
+            if self.is_train:
+                return None
+            shape = (dataset_dict["height"], dataset_dict["width"], 3)
+            return np.zeros(shape, dtype=np.uint8)
+
+    def __call__(self, dataset_dict):
+        """
+        Args:
+            dataset_dict (dict): one image's record, in Detectron2's dataset format.
+        Returns:
+            dict: as DatasetMapper's, or None for a skipped training image.
+        """
+        # Written again rather than inherited only because DatasetMapper reads the image with
+        # detection_utils.read_image inside __call__; semantic segmentation and precomputed
+        # proposals are not supported here.
+        dataset_dict = copy.deepcopy(dataset_dict)
+        image = self._read_image(dataset_dict)
+        if image is None:
+            return None
+        utils.check_image_size(dataset_dict, image)
+
+        aug_input = T.AugInput(image)
+        transforms = self.augmentations(aug_input)
+        image = aug_input.image
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+        if not self.is_train:
+            dataset_dict.pop("annotations", None)
+            return dataset_dict
+        if "annotations" in dataset_dict:
+            if self.use_instance_mask:
+                for anno in dataset_dict["annotations"]:
+                    anno.setdefault("segmentation", [_box_polygon(anno)])
+            self._transform_annotations(dataset_dict, transforms, image.shape[:2])
+        return dataset_dict
+
+
+def _box_polygon(anno):
+    x0, y0, x1, y1 = BoxMode.convert(anno["bbox"], anno["bbox_mode"], BoxMode.XYXY_ABS)
+    return [x0, y0, x1, y0, x1, y1, x0, y1]
+
+
+class GaussianDatasetMapper(ShelfDatasetMapper):
+    """
+    A :class:`ShelfDatasetMapper` that also renders the Gaussian map of object centres for
+    training, from the boxes as augmented, so flips, resizes and crops move the map exactly with
+    the boxes. Adds ``dataset_dict["gaussian_map"]``: float32 tensor (ceil(H/s), ceil(W/s)) for the
+    augmented image of size (H, W) and the renderer's stride s.
+    """
+
+    @configurable
+    def __init__(self, is_train: bool, *, gaussian_renderer: GaussianMapRenderer, **kwargs):
+        """
+        Args:
+            gaussian_renderer: renders the target map from (N, 4) XYXY boxes.
+            kwargs: see :class:`ShelfDatasetMapper`.
+        """
+        super().__init__(is_train, **kwargs)
+        self.gaussian_renderer = gaussian_renderer
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        ret = super().from_config(cfg, is_train)
+        g = cfg.MODEL.GAUSSIAN
+        ret["gaussian_renderer"] = GaussianMapRenderer(
+            stride=g.OUT_STRIDE,
+            template_size=g.TEMPLATE_SIZE,
+            sigma=g.SIGMA,
+            accumulate=g.ACCUMULATE,
+        )
+        return ret
+
+    def __call__(self, dataset_dict):
+        dataset_dict = super().__call__(dataset_dict)
+        if dataset_dict is not None and "instances" in dataset_dict:
+            boxes = dataset_dict["instances"].gt_boxes.tensor.numpy()
+            image_size = dataset_dict["image"].shape[-2:]
+            dataset_dict["gaussian_map"] = torch.as_tensor(
+                self.gaussian_renderer(boxes, image_size)
+            )
+        return dataset_dict
+
+
+def build_shelf_mapper(cfg, is_train: bool) -> ShelfDatasetMapper:
+    """
+    The mapper for cfg's model: training a model with a Gaussian branch needs the target maps.
+    """
+    from detectron2.modeling import META_ARCH_REGISTRY
+
+    from ..modeling import GaussianRetinaNet
+
+    meta_arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+    if is_train and issubclass(meta_arch, GaussianRetinaNet):
+        return GaussianDatasetMapper(cfg, is_train)
+    return ShelfDatasetMapper(cfg, is_train)

@@ -1,0 +1,9 @@
+from .backbone import BottomUpFPN, build_gaussian_retinanet_resnet_fpn_backbone
+from .gaussian_branch import (
+    GaussianDecoderNetwork,
+    GaussianLayerNetwork,
+    GaussianSubnet,
+    build_gaussian_branch,
+)
+from .gaussian_loss import gaussian_map_loss
+from .meta_arch import GaussianRetinaNet

@@ -1,0 +1,148 @@
+import math
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet
+from detectron2.structures import ImageList
+from detectron2.utils.events import get_event_storage
+from torch import nn
+
+from .gaussian_branch import build_gaussian_branch
+from .gaussian_loss import gaussian_map_loss
+
+__all__ = ["GaussianRetinaNet"]
+
+
+@META_ARCH_REGISTRY.register()
+class GaussianRetinaNet(RetinaNet):
+    """
+    RetinaNet with the Gaussian-map branch of "Learning Gaussian Maps for Dense Object Detection"
+    (Kant, BMVC 2021). The branch reads the backbone's features, predicts the map of object
+    centres at a small stride and adds ``loss_gaussian`` in training. It is not run at test time,
+    so inference is RetinaNet's, at RetinaNet's cost, unless ``return_gaussian_map`` asks for the
+    map too (for figures).
+
+    Training inputs carry ``"gaussian_map"`` (H/s, W/s) from :class:`GaussianDatasetMapper`.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        gaussian_branch: nn.Module,
+        gaussian_stride: int = 2,
+        gaussian_loss_weight: float = 1.0,
+        cls_loss_weight: float = 1.0,
+        reg_loss_weight: float = 1.0,
+        pos_thresh: float = 0.5,
+        neg_thresh: float = 0.1,
+        neg_ratio: float = 3.0,
+        min_negatives: int = 256,
+        return_gaussian_map: bool = False,
+        **kwargs,
+    ):
+        """
+        Args:
+            gaussian_branch: maps the backbone's output dict to (N, 1, H/s, W/s).
+            gaussian_stride: s, the stride of the branch's output.
+            gaussian_loss_weight, cls_loss_weight, reg_loss_weight: lambda3, lambda1 and lambda2
+                of the paper's eq. 4.
+            pos_thresh, neg_thresh, neg_ratio, min_negatives: see :func:`gaussian_map_loss`.
+            return_gaussian_map: in eval mode, also return the predicted map.
+            kwargs: see :class:`RetinaNet`.
+        """
+        super().__init__(**kwargs)
+        self.gaussian_branch = gaussian_branch
+        self.gaussian_stride = gaussian_stride
+        self.gaussian_loss_weight = gaussian_loss_weight
+        self.cls_loss_weight = cls_loss_weight
+        self.reg_loss_weight = reg_loss_weight
+        self.gaussian_loss_args = dict(
+            pos_thresh=pos_thresh,
+            neg_thresh=neg_thresh,
+            neg_ratio=neg_ratio,
+            min_negatives=min_negatives,
+        )
+        self.return_gaussian_map = return_gaussian_map
+
+    @classmethod
+    def from_config(cls, cfg):
+        ret = super().from_config(cfg)
+        g = cfg.MODEL.GAUSSIAN
+        ret.update(
+            gaussian_branch=build_gaussian_branch(cfg, ret["backbone"].output_shape()),
+            gaussian_stride=g.OUT_STRIDE,
+            gaussian_loss_weight=g.LOSS_WEIGHT,
+            cls_loss_weight=g.CLS_LOSS_WEIGHT,
+            reg_loss_weight=g.REG_LOSS_WEIGHT,
+            pos_thresh=g.POS_THRESH,
+            neg_thresh=g.NEG_THRESH,
+            neg_ratio=g.NEG_RATIO,
+            min_negatives=g.MIN_NEGATIVES,
+            return_gaussian_map=g.RETURN_MAP_AT_TEST,
+        )
+        return ret
+
+    def forward(self, batched_inputs):
+        """
+        As :meth:`RetinaNet.forward`. Training also returns ``loss_gaussian``; in eval mode with
+        ``return_gaussian_map`` each output dict also has ``"gaussian_map"``: (1, h/s, w/s), the
+        predicted map over the network's input image of size (h, w).
+        """
+        if not self.training:
+            outputs = super().forward(batched_inputs)
+            if self.return_gaussian_map:
+                # Figures only: the branch needs the backbone features the detector discarded.
+                images = self.preprocess_image(batched_inputs)
+                pred_maps = self.gaussian_branch(self.backbone(images.tensor))
+                for out, pred, (h, w) in zip(outputs, pred_maps, images.image_sizes):
+                    s = self.gaussian_stride
+                    out["gaussian_map"] = pred[:, : math.ceil(h / s), : math.ceil(w / s)]
+            return outputs
+
+        # DenseDetector.forward hands forward_training the head's features only, and the targets
+        # are not Instances: this is the one piece of the forward pass taken over.
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        head_features = [features[f] for f in self.head_in_features]
+        predictions = self.head(head_features)
+        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+        losses = self.forward_training(images, head_features, predictions, gt_instances)
+        pred_maps = self.gaussian_branch(features)
+        losses["loss_gaussian"] = self.gaussian_loss_weight * self.gaussian_loss(
+            pred_maps, batched_inputs
+        )
+        return losses
+
+    def gaussian_loss(self, pred_maps: torch.Tensor, batched_inputs) -> torch.Tensor:
+        """
+        Args:
+            pred_maps: (N, 1, Hp/s, Wp/s), the branch's output for the padded batch.
+            batched_inputs: the mapper's dicts, each with "gaussian_map" (h/s, w/s).
+        Returns:
+            the unweighted eq. 3 loss.
+        """
+        # Padded like the images; -1 marks the padding so the loss ignores it.
+        targets = ImageList.from_tensors(
+            [self._move_to_current_device(x["gaussian_map"])[None] for x in batched_inputs],
+            self.backbone.size_divisibility // self.gaussian_stride,
+            pad_value=-1.0,
+        ).tensor
+        if targets.shape[-2:] != pred_maps.shape[-2:]:
+            raise ValueError(
+                f"Gaussian targets {tuple(targets.shape[-2:])} do not match the predicted map "
+                f"{tuple(pred_maps.shape[-2:])}: MODEL.GAUSSIAN.OUT_STRIDE must equal the stride "
+                "the dataset mapper rendered with."
+            )
+        storage = get_event_storage()
+        storage.put_scalar(
+            "gaussian/pos_pixels", (targets >= self.gaussian_loss_args["pos_thresh"]).sum().item()
+            / len(batched_inputs)
+        )
+        return gaussian_map_loss(pred_maps, targets, **self.gaussian_loss_args)
+
+    def losses(self, *args, **kwargs):
+        losses = super().losses(*args, **kwargs)
+        losses["loss_cls"] = self.cls_loss_weight * losses["loss_cls"]
+        losses["loss_box_reg"] = self.reg_loss_weight * losses["loss_box_reg"]
+        return losses

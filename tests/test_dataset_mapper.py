@@ -1,0 +1,94 @@
+import cv2
+import numpy as np
+import pytest
+import torch
+from detectron2.data import transforms as T
+from detectron2.structures import BoxMode
+
+from gaussian_retina.data import GaussianDatasetMapper, GaussianMapRenderer, ShelfDatasetMapper
+from gaussian_retina.data.image_reader import BadImageError
+
+BOXES = [[20.0, 10.0, 60.0, 90.0], [60.0, 10.0, 110.0, 70.0], [150.0, 40.0, 196.0, 118.0]]
+
+
+@pytest.fixture
+def record(tmp_path):
+    rng = np.random.default_rng(0)
+    file_name = str(tmp_path / "shelf.png")
+    cv2.imwrite(file_name, rng.integers(0, 256, (120, 200, 3), dtype=np.uint8))
+    annotations = [{"bbox": b, "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0} for b in BOXES]
+    return {"file_name": file_name, "height": 120, "width": 200, "image_id": 7,
+            "annotations": annotations}
+
+
+def _mapper(augmentations, cls=GaussianDatasetMapper, **kwargs):
+    if cls is GaussianDatasetMapper:
+        kwargs.setdefault("gaussian_renderer", GaussianMapRenderer())
+    return cls(True, augmentations=augmentations, image_format="BGR", **kwargs)
+
+
+def test_map_is_rendered_from_the_boxes(record):
+    out = _mapper([])(record)
+    expected = GaussianMapRenderer()(np.array(BOXES), (120, 200))
+    np.testing.assert_array_equal(out["gaussian_map"].numpy(), expected)
+    assert out["gaussian_map"].dtype == torch.float32
+
+
+def test_horizontal_flip_moves_the_map_with_the_boxes(record):
+    plain = _mapper([])(record)
+    flipped = _mapper([T.RandomFlip(prob=1.0, horizontal=True)])(record)
+    boxes = flipped["instances"].gt_boxes.tensor.numpy()
+    np.testing.assert_allclose(boxes[:, [2, 0]], 200 - np.array(BOXES)[:, [0, 2]])
+    np.testing.assert_allclose(
+        flipped["gaussian_map"].numpy(), plain["gaussian_map"].numpy()[:, ::-1], atol=1e-6
+    )
+    assert torch.equal(flipped["image"], plain["image"].flip(-1))
+
+
+def test_resize_moves_the_map_with_the_boxes(record):
+    resized = _mapper([T.Resize((240, 400))])(record)
+    assert resized["image"].shape == (3, 240, 400)
+    assert resized["gaussian_map"].shape == (120, 200)
+    # Twice the image at stride 2 is the original image at stride 1: the same map, exactly.
+    at_stride_1 = GaussianMapRenderer(stride=1)(np.array(BOXES), (120, 200))
+    np.testing.assert_allclose(resized["gaussian_map"].numpy(), at_stride_1, atol=1e-6)
+
+
+def test_crop_renders_the_cut_boxes(record):
+    out = _mapper([T.CropTransform(100, 0, 100, 120)])(record)
+    boxes = out["instances"].gt_boxes.tensor.numpy()
+    # The box at x 60-110 is cut to 0-10, the one at x 150-196 moves to 50-96.
+    np.testing.assert_allclose(boxes, [[0, 10, 10, 70], [50, 40, 96, 118]])
+    np.testing.assert_allclose(
+        out["gaussian_map"].numpy(), GaussianMapRenderer()(boxes, (120, 100)), atol=1e-6
+    )
+
+
+def test_eval_mapper_keeps_no_annotations(record):
+    out = GaussianDatasetMapper(False, augmentations=[], image_format="BGR",
+                                gaussian_renderer=GaussianMapRenderer())(record)
+    assert "instances" not in out and "gaussian_map" not in out and "annotations" not in out
+
+
+def test_box_masks_for_mask_rcnn(record):
+    out = _mapper([], cls=ShelfDatasetMapper, use_instance_mask=True)(record)
+    masks = out["instances"].gt_masks
+    np.testing.assert_allclose(masks.get_bounding_boxes().tensor.numpy(), BOXES)
+
+
+def test_bad_image_names_the_file_or_is_skipped(record, tmp_path):
+    bad = dict(record, file_name=str(tmp_path / "broken.jpg"))
+    with open(bad["file_name"], "wb") as f:
+        f.write(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(BadImageError, match="broken.jpg"):
+        _mapper([])(bad)
+
+    train = _mapper([], skip_bad_images=True)
+    assert train(bad) is None  # Detectron2's MapDataset draws another image
+    assert train.num_bad_images == 1
+
+    test = ShelfDatasetMapper(False, augmentations=[], image_format="BGR", skip_bad_images=True)
+    out = test(bad)
+    # Evaluation keeps the image id and sees a blank image, so its ground truth counts as missed.
+    assert out["image_id"] == 7 and out["image"].shape == (3, 120, 200)
+    assert out["image"].sum() == 0
