@@ -13,7 +13,8 @@ from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 
-from gaussian_retina import add_gaussian_retina_config, build_shelf_mapper, configure_datasets
+from gaussian_retina import add_gaussian_retina_config, build_shelf_mapper
+from gaussian_retina.data.datasets import set_bad_input_policy, set_coco_cache_dir
 from gaussian_retina.evaluation import DenseCOCOEvaluator
 
 
@@ -44,7 +45,8 @@ def setup(args):
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     default_setup(cfg, args)
-    configure_datasets(cfg)
+    set_bad_input_policy(cfg.DATASETS.BAD_INPUT_POLICY)
+    set_coco_cache_dir(cfg.DATASETS.COCO_JSON_CACHE_DIR)
     return cfg
 
 

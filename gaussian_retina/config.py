@@ -91,4 +91,10 @@ def add_gaussian_retina_config(cfg):
     # <<< end baselines >>>
 
     # >>> datasets (issue 3): dataset keys go here <<<
+    # A malformed annotation row or a broken image: "error" raises, naming file, line and
+    # problem; "skip" drops it, counted by reason in one summary line per dataset.
+    _C.DATASETS.BAD_INPUT_POLICY = "error"
+    # Where COCO jsons converted for COCOEvaluator are cached; "" = a coco_cache/ folder next
+    # to the annotations (~/.cache/gaussian_retina/coco_json where that is read-only).
+    _C.DATASETS.COCO_JSON_CACHE_DIR = ""
     # <<< end datasets >>>

@@ -1,0 +1,268 @@
+"""
+``synthetic_shelves_train`` / ``synthetic_shelves_val``: a procedural dense-shelf dataset that
+needs no download, so the quick start trains and evaluates anywhere.
+
+The scenes (see ``synthetic_scene.py``) are rows of touching look-alike products; a product cut by
+the image border is annotated, with its box clipped, when at least half of it is inside the image.
+
+The images are generated once, on the first ``DatasetCatalog.get``, and cached as JPEGs plus a COCO
+json, so Detectron2's ``COCOEvaluator`` reads them unchanged::
+
+    $DETECTRON2_DATASETS/synthetic_shelves/<version>-<W>x<H>-<params digest>/
+        <split>-<num_images>-seed<seed>/
+            annotations.json
+            images/000000.jpg ...
+
+Each image is a pure function of (version, scene params, seed, split, image index): with the same
+NumPy and OpenCV, every machine writes the same bytes. A split is written to a temporary folder and renamed into
+place, so an interrupted run or two processes racing never leave a half cache.
+
+Pre-generate with::
+
+    python -m gaussian_retina.data.datasets.synthetic_shelves --root datasets
+"""
+import argparse
+import functools
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import zlib
+from dataclasses import asdict
+
+import cv2
+import numpy as np
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json
+
+from .synthetic_scene import ShelfSceneParams, render_shelf_scene
+
+__all__ = [
+    "ShelfSceneParams",
+    "synthetic_shelves_dir",
+    "generate_synthetic_shelves",
+    "load_synthetic_shelves",
+    "register_synthetic_shelves",
+]
+
+logger = logging.getLogger(__name__)
+
+# Bump when the generator's output changes, so old caches are not reused.
+_VERSION = "v1"
+# Default number of images per split.
+_SPLIT_SIZES = {"train": 300, "val": 50}
+_PREDEFINED_SPLITS = {
+    "synthetic_shelves_train": "train",
+    "synthetic_shelves_val": "val",
+}
+_JPEG_QUALITY = 92
+_CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
+
+
+def synthetic_shelves_dir(root, split, *, num_images=None, seed=0, params=ShelfSceneParams()):
+    """
+    The cache folder of one split (it may not exist yet).
+
+    Args:
+        root (str): datasets root, as ``$DETECTRON2_DATASETS``.
+        split (str): "train", "val", or any name when ``num_images`` is given; the split's name
+            seeds its images, so splits with the same seed differ.
+        num_images (int or None): None means the split's default (300 train, 50 val).
+        seed (int): base seed.
+        params (ShelfSceneParams): scene parameters.
+    """
+    num_images = _num_images(split, num_images)
+    digest = hashlib.sha1(
+        json.dumps({"version": _VERSION, **asdict(params)}, sort_keys=True).encode()
+    ).hexdigest()[:8]
+    tag = f"{_VERSION}-{params.long_side}x{params.short_side}-{digest}"
+    return os.path.join(root, "synthetic_shelves", tag, f"{split}-{num_images}-seed{seed}")
+
+
+def generate_synthetic_shelves(root, split, *, num_images=None, seed=0, params=ShelfSceneParams()):
+    """
+    Generate a split into its cache folder unless it is already there.
+
+    Args: as :func:`synthetic_shelves_dir`.
+
+    Returns:
+        str: path of the split's COCO json; its images are in the ``images`` folder next to it.
+    """
+    num_images = _num_images(split, num_images)
+    out_dir = synthetic_shelves_dir(root, split, num_images=num_images, seed=seed, params=params)
+    json_file = os.path.join(out_dir, "annotations.json")
+    if os.path.isfile(json_file):
+        return json_file
+    if os.path.exists(out_dir):
+        raise RuntimeError(
+            f"{out_dir} exists but has no annotations.json; delete it to regenerate the split."
+        )
+
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp_dir = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(out_dir)}-", dir=parent)
+    start = time.perf_counter()
+    logger.info(f"Generating {num_images} synthetic shelf images into {out_dir} ...")
+    try:
+        os.chmod(tmp_dir, 0o755)  # mkdtemp's 0700 would hide the cache from other users
+        os.makedirs(os.path.join(tmp_dir, "images"))
+        coco = _write_split(tmp_dir, split, num_images, seed, params)
+        with open(os.path.join(tmp_dir, "annotations.json"), "w") as f:
+            json.dump(coco, f, separators=(",", ":"))
+        try:
+            os.rename(tmp_dir, out_dir)
+        except OSError:
+            # Another process renamed its (byte-identical) copy first; use that one.
+            if not os.path.isfile(json_file):
+                raise
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    logger.info(
+        f"Generated {num_images} images, {len(coco['annotations'])} boxes"
+        f" in {time.perf_counter() - start:.1f} s."
+    )
+    return json_file
+
+
+def load_synthetic_shelves(root, split, dataset_name=None, **kwargs):
+    """
+    Generate the split if needed, then load it with Detectron2's ``load_coco_json``.
+
+    Args:
+        root, split, kwargs: as :func:`generate_synthetic_shelves`.
+        dataset_name (str or None): passed to ``load_coco_json`` (sets the class metadata).
+
+    Returns:
+        list[dict]: Detectron2's standard dataset dicts, boxes in ``BoxMode.XYWH_ABS``.
+    """
+    json_file = generate_synthetic_shelves(root, split, **kwargs)
+    image_root = os.path.join(os.path.dirname(json_file), "images")
+    return load_coco_json(json_file, image_root, dataset_name)
+
+
+def register_synthetic_shelves(root):
+    """
+    Register ``synthetic_shelves_train`` and ``synthetic_shelves_val`` under ``root``. Nothing is
+    generated until a split is first loaded. Calling this again with the same root is a no-op;
+    with another root it re-registers both splits there.
+    """
+    for name, split in _PREDEFINED_SPLITS.items():
+        out_dir = synthetic_shelves_dir(root, split)
+        json_file = os.path.join(out_dir, "annotations.json")
+        if name in DatasetCatalog:
+            if MetadataCatalog.get(name).get("json_file") == json_file:
+                continue
+            logger.info(f"Re-registering {name} at {out_dir}.")
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+        DatasetCatalog.register(
+            name, functools.partial(load_synthetic_shelves, root, split, dataset_name=name)
+        )
+        MetadataCatalog.get(name).set(
+            thing_classes=[_CATEGORY["name"]],
+            thing_dataset_id_to_contiguous_id={_CATEGORY["id"]: 0},
+            json_file=json_file,
+            image_root=os.path.join(out_dir, "images"),
+            evaluator_type="coco",
+        )
+
+
+def _num_images(split, num_images):
+    if num_images is not None:
+        return int(num_images)
+    if split not in _SPLIT_SIZES:
+        raise KeyError(f"Unknown split {split!r}: give num_images, or one of {list(_SPLIT_SIZES)}.")
+    return _SPLIT_SIZES[split]
+
+
+def _image_rng(seed, split, index):
+    """Independent per image, so image i is the same whatever the split's size."""
+    return np.random.default_rng([seed, zlib.crc32(split.encode()), index])
+
+
+def _write_split(out_dir, split, num_images, seed, params):
+    """Render and write the images of a split; returns its COCO dict."""
+    images, annotations = [], []
+    for index in range(num_images):
+        image, boxes = render_shelf_scene(_image_rng(seed, split, index), params)
+        file_name = f"{index:06d}.jpg"
+        ok = cv2.imwrite(
+            os.path.join(out_dir, "images", file_name), image,
+            [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY],
+        )
+        if not ok:
+            raise OSError(f"Could not write {os.path.join(out_dir, 'images', file_name)}")
+        image_id = index + 1  # COCO ids start at 1
+        images.append(
+            {"id": image_id, "file_name": file_name,
+             "height": int(image.shape[0]), "width": int(image.shape[1])}
+        )
+        for x1, y1, x2, y2 in boxes.tolist():
+            annotations.append(
+                {"id": len(annotations) + 1, "image_id": image_id,
+                 "category_id": _CATEGORY["id"], "bbox": [x1, y1, x2 - x1, y2 - y1],
+                 "area": (x2 - x1) * (y2 - y1), "iscrowd": 0}
+            )
+    return {
+        "info": {
+            "description": "gaussian-retina synthetic dense shelves",
+            "version": _VERSION,
+            "split": split,
+            "seed": seed,
+            "params": asdict(params),
+        },
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": [_CATEGORY],
+    }
+
+
+def _draw_example(json_file, out_file, index=0):
+    """Draw the boxes of one image, alternating colours so touching neighbours stay apart."""
+    with open(json_file) as f:
+        coco = json.load(f)
+    info = coco["images"][index]
+    image = cv2.imread(os.path.join(os.path.dirname(json_file), "images", info["file_name"]))
+    colors = [(0, 255, 0), (255, 0, 255), (0, 200, 255)]
+    anns = [a for a in coco["annotations"] if a["image_id"] == info["id"]]
+    for i, ann in enumerate(anns):
+        x, y, w, h = ann["bbox"]
+        cv2.rectangle(image, (x, y), (x + w - 1, y + h - 1), colors[i % len(colors)], 1)
+    os.makedirs(os.path.dirname(os.path.abspath(out_file)), exist_ok=True)
+    cv2.imwrite(out_file, image)
+    return len(anns)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Pre-generate the synthetic shelf dataset.")
+    parser.add_argument("--root", default=os.getenv("DETECTRON2_DATASETS", "datasets"),
+                        help="datasets root (default: $DETECTRON2_DATASETS or ./datasets)")
+    parser.add_argument("--splits", nargs="+", default=list(_SPLIT_SIZES))
+    parser.add_argument("--num-images", type=int, default=None,
+                        help="images per split (default: 300 train, 50 val)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--example", default=None,
+                        help="also draw an image of the last split with its boxes to this file")
+    parser.add_argument("--example-index", type=int, default=0,
+                        help="index of the image drawn by --example")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for split in args.splits:
+        json_file = generate_synthetic_shelves(
+            os.path.expanduser(args.root), split, num_images=args.num_images, seed=args.seed
+        )
+        print(json_file)
+    if args.example:
+        num = _draw_example(json_file, args.example, args.example_index)
+        print(f"Wrote {args.example} ({num} boxes)")
+
+
+if __name__ == "__main__":
+    main()
+elif __name__.endswith(".synthetic_shelves"):
+    # As detectron2/data/datasets/builtin.py: predefined splits live under ./datasets by default.
+    register_synthetic_shelves(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")))

@@ -1,0 +1,83 @@
+"""
+The model and the targets on real shelf photographs from ../shared/data (see its README.md).
+"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+
+from gaussian_retina import GaussianDatasetMapper, add_gaussian_retina_config
+from gaussian_retina.data.datasets import register_retail_dataset
+from gaussian_retina.data.image_reader import read_shelf_image
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+pytestmark = pytest.mark.skipif(
+    not DATA.is_dir(), reason=f"real shelf data not found at {DATA} (../shared/data)"
+)
+NAME = "tobacco_shelves_real_photos_test"
+
+
+@pytest.fixture(scope="module")
+def tobacco():
+    if NAME not in DatasetCatalog:
+        register_retail_dataset(
+            NAME, str(DATA / "tobacco_shelves/images"), str(DATA / "tobacco_shelves/annotations.csv")
+        )
+    yield DatasetCatalog.get(NAME)
+    DatasetCatalog.remove(NAME)
+    MetadataCatalog.remove(NAME)
+
+
+def _cfg():
+    cfg = get_cfg()
+    add_gaussian_retina_config(cfg)
+    cfg.merge_from_file(str(ROOT / "configs/synthetic/gln_R18.yaml"))
+    return cfg
+
+
+def test_targets_on_a_real_photo_peak_inside_every_box(tobacco):
+    record = max(tobacco, key=lambda r: len(r["annotations"]))
+    mapper = GaussianDatasetMapper(_cfg(), is_train=True)
+    mapper.augmentations = T.AugmentationList([T.ResizeShortestEdge(800, 1333)])
+    out = mapper(record)
+    gmap = out["gaussian_map"].numpy()
+    boxes = out["instances"].gt_boxes.tensor.numpy()
+    h, w = out["image"].shape[-2:]
+    assert gmap.shape == ((h + 1) // 2, (w + 1) // 2)
+    assert len(boxes) == len(record["annotations"]) >= 10
+    # Each box's centre carries (close to) the peak; the map is flat far from every box.
+    cx = ((boxes[:, 0] + boxes[:, 2]) / 4).astype(int)
+    cy = ((boxes[:, 1] + boxes[:, 3]) / 4).astype(int)
+    assert np.all(gmap[cy, cx] > 0.9)
+    covered = np.zeros_like(gmap, dtype=bool)
+    for x0, y0, x1, y1 in (boxes / 2).astype(int):
+        covered[y0 : y1 + 1, x0 : x1 + 1] = True
+    assert np.all(gmap[~covered] == 0)
+
+
+def test_inference_on_a_full_resolution_sku110k_photo():
+    photo = sorted((DATA / "sku110k_photos").glob("*.jpg"))[0]
+    image = read_shelf_image({"file_name": str(photo)}, "BGR")
+    assert min(image.shape[:2]) >= 1920  # real resolution, resized by the model's input size
+    cfg = _cfg()
+    cfg.MODEL.GAUSSIAN.RETURN_MAP_AT_TEST = True
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    resized = T.ResizeShortestEdge(384, 512).get_transform(image).apply_image(image)
+    inputs = [{"image": torch.as_tensor(resized.transpose(2, 0, 1).copy()),
+               "height": image.shape[0], "width": image.shape[1]}]
+    with torch.no_grad():
+        out = model(inputs)[0]
+    instances = out["instances"]
+    assert instances.image_size == image.shape[:2]  # boxes come back in the photo's pixels
+    assert len(instances) <= cfg.TEST.DETECTIONS_PER_IMAGE
+    boxes = instances.pred_boxes.tensor
+    assert torch.all(boxes[:, 0::2] <= image.shape[1]) and torch.all(boxes[:, 1::2] <= image.shape[0])
+    assert out["gaussian_map"].shape[-2:] == ((resized.shape[0] + 1) // 2, (resized.shape[1] + 1) // 2)
+    assert torch.isfinite(out["gaussian_map"]).all()
