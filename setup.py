@@ -17,6 +17,7 @@ setup(
         "pycocotools>=2.0.2",
         "opencv-python-headless",
         "numpy",
+        "scipy",
     ],
     extras_require={
         "test": ["pytest"],

@@ -18,7 +18,13 @@ _require(
 )
 
 from .config import add_gaussian_retina_config
-from .data import GaussianDatasetMapper, GaussianMapRenderer, ShelfDatasetMapper, render_gaussian_map
-from .modeling import GaussianRetinaNet, gaussian_map_loss
+from .data import (
+    GaussianDatasetMapper,
+    GaussianMapRenderer,
+    ShelfDatasetMapper,
+    build_shelf_mapper,
+    render_gaussian_map,
+)
+from .modeling import GaussianRetinaNet, SoftIoURetinaNet, em_merge, gaussian_map_loss
 
 __version__ = "0.1.0"
