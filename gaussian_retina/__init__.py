@@ -25,6 +25,7 @@ from .data import (
     build_shelf_mapper,
     render_gaussian_map,
 )
+from .evaluation import DenseCOCOEvaluator
 from .modeling import GaussianRetinaNet, SoftIoURetinaNet, em_merge, gaussian_map_loss
 
 __version__ = "0.1.0"

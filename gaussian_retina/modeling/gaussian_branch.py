@@ -65,6 +65,18 @@ class GaussianSubnet(nn.Module):
         return self.predictor(self.blocks(_upsample(x, self.upsample)))
 
 
+def _subnet_args(cfg, input_shape):
+    """The from_config arguments both branches share."""
+    g = cfg.MODEL.GAUSSIAN
+    return {
+        "input_shape": input_shape,
+        "subnet_channels": g.SUBNET_CHANNELS,
+        "num_subnet_convs": g.NUM_SUBNET_CONVS,
+        "out_stride": g.OUT_STRIDE,
+        "norm": g.NORM,
+    }
+
+
 class GaussianLayerNetwork(nn.Module):
     """
     GLN: concatenates C2 with P3 brought to C2's stride, a gaussian layer B2 (conv-BN-ReLU), then
@@ -107,15 +119,7 @@ class GaussianLayerNetwork(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape):
-        g = cfg.MODEL.GAUSSIAN
-        return {
-            "input_shape": input_shape,
-            "layer_channels": g.LAYER_CHANNELS,
-            "subnet_channels": g.SUBNET_CHANNELS,
-            "num_subnet_convs": g.NUM_SUBNET_CONVS,
-            "out_stride": g.OUT_STRIDE,
-            "norm": g.NORM,
-        }
+        return dict(_subnet_args(cfg, input_shape), layer_channels=cfg.MODEL.GAUSSIAN.LAYER_CHANNELS)
 
     def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
         """
@@ -180,15 +184,10 @@ class GaussianDecoderNetwork(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape):
-        g = cfg.MODEL.GAUSSIAN
-        return {
-            "input_shape": input_shape,
-            "decoder_channels": list(g.DECODER_CHANNELS),
-            "subnet_channels": g.SUBNET_CHANNELS,
-            "num_subnet_convs": g.NUM_SUBNET_CONVS,
-            "out_stride": g.OUT_STRIDE,
-            "norm": g.NORM,
-        }
+        return dict(
+            _subnet_args(cfg, input_shape),
+            decoder_channels=list(cfg.MODEL.GAUSSIAN.DECODER_CHANNELS),
+        )
 
     def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
         """

@@ -1,0 +1,252 @@
+"""
+DenseCOCOEvaluator: the paper's columns (AP, AP50, AP75 at 300 detections, AR300, AR300@50),
+checked against numbers worked out by hand and against pycocotools' official COCOeval.
+"""
+
+import csv
+import logging
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine.hooks import EvalHook
+from detectron2.evaluation.coco_evaluation import COCOevalMaxDets
+from detectron2.evaluation.fast_eval_api import COCOeval_opt
+from detectron2.structures import Boxes, BoxMode, Instances
+from detectron2.utils.events import EventStorage
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from gaussian_retina.evaluation import DenseCOCOEvaluator, paper_metric_names, paper_metrics
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SIZE = (1000, 1000)  # (H, W) of the hand-made images
+
+
+def _register(images):
+    """
+    images: list of lists of XYXY gt boxes, one list per image. Returns a new dataset name.
+    """
+    name = f"test_dense_eval_{uuid.uuid4().hex[:8]}"
+    dicts = [
+        {
+            "file_name": f"img{i}.jpg",
+            "image_id": i,
+            "height": SIZE[0],
+            "width": SIZE[1],
+            "annotations": [
+                {"bbox": list(map(float, b)), "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}
+                for b in boxes
+            ],
+        }
+        for i, boxes in enumerate(images)
+    ]
+    DatasetCatalog.register(name, lambda: dicts)
+    MetadataCatalog.get(name).set(thing_classes=["object"])
+    return name
+
+
+def _outputs(boxes, scores, image_size=SIZE):
+    inst = Instances(image_size)
+    inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    inst.scores = torch.tensor(scores, dtype=torch.float32)
+    inst.pred_classes = torch.zeros(len(scores), dtype=torch.int64)
+    return {"instances": inst}
+
+
+def _evaluate(dataset, predictions, tmp_path, **kwargs):
+    """
+    predictions: list of (boxes, scores), one per image, in image_id order.
+    """
+    evaluator = DenseCOCOEvaluator(dataset, distributed=False, output_dir=str(tmp_path), **kwargs)
+    evaluator.reset()
+    for image_id, (boxes, scores) in enumerate(predictions):
+        evaluator.process([{"image_id": image_id}], [_outputs(boxes, scores)])
+    return evaluator.evaluate()["bbox"]
+
+
+# One image, four 100x100 objects. Detections, best score first:
+#   d1 on g1 with IoU 1.0: a true positive at every IoU threshold 0.50:0.95;
+#   d2 on g2 with IoU 0.62 (height 62 of 100): a true positive at 0.50, 0.55, 0.60 only;
+#   d3 on nothing: a false positive;
+#   d4 on g3 with IoU 0.82: a true positive at 0.50 ... 0.80 (7 thresholds);
+#   g4 is never found.
+# COCO's AP averages precision, made monotone, at 101 recall points 0, 0.01, ..., 1:
+#   t <= 0.60: TP TP FP TP -> precision 1 up to recall 1/2, 3/4 up to 3/4:
+#              AP = (51 * 1 + 25 * 0.75) / 101 = 69.75 / 101
+#   0.65 <= t <= 0.80: TP FP FP TP -> 1 up to 1/4, 1/2 up to 1/2: (26 + 25 * 0.5) / 101 = 38.5 / 101
+#   t >= 0.85: TP FP FP FP -> 1 up to 1/4: 26 / 101
+# AP = (3 * 69.75 + 4 * 38.5 + 3 * 26) / 1010; recall is 3/4, 1/2, 1/4 on 3, 4, 3 thresholds.
+HAND_GT = [[0, 0, 100, 100], [200, 0, 300, 100], [400, 0, 500, 100], [600, 0, 700, 100]]
+HAND_DETS = (
+    [[0, 0, 100, 100], [200, 0, 300, 62], [800, 800, 900, 900], [400, 0, 500, 82]],
+    [0.9, 0.8, 0.7, 0.6],
+)
+HAND_EXPECTED = {
+    "AP": 100 * (3 * 69.75 + 4 * 38.5 + 3 * 26) / 1010,
+    "AP50": 100 * 69.75 / 101,
+    "AP75": 100 * 38.5 / 101,
+    "AR300": 100 * (3 * 0.75 + 4 * 0.5 + 3 * 0.25) / 10,
+    "AR300@50": 75.0,
+}
+
+
+@pytest.mark.parametrize("use_fast_impl", [True, False], ids=["cpp", "official"])
+def test_hand_made_case(tmp_path, use_fast_impl):
+    dataset = _register([HAND_GT])
+    results = _evaluate(dataset, [HAND_DETS], tmp_path, use_fast_impl=use_fast_impl)
+    for name, expected in HAND_EXPECTED.items():
+        assert results[name] == pytest.approx(expected, abs=1e-6), name
+    assert list(paper_metrics(results)) == ["AP", "AP50", "AP75", "AR300", "AR300@50"]
+
+
+def test_detections_beyond_100_count(tmp_path):
+    # One object found only by the 150th detection: 149 higher-scored false positives first.
+    # With 300 detections per image: recall 1 at every IoU, precision 1/150 at that recall,
+    # so AP = 100/150 and AR300 = 100. With COCO's 100 it is never seen: everything is 0.
+    dataset = _register([[[500, 500, 600, 600]]])
+    fps = [[10 * i, 0, 10 * i + 8, 8] for i in range(149)]
+    scores = list(np.linspace(0.99, 0.5, 149)) + [0.1]
+    dets = (fps + [[500, 500, 600, 600]], scores)
+
+    dense = _evaluate(dataset, [dets], tmp_path / "300")
+    assert dense["AP"] == pytest.approx(100 / 150, abs=1e-6)
+    assert dense["AP50"] == pytest.approx(100 / 150, abs=1e-6)
+    assert dense["AR300"] == pytest.approx(100.0)
+    assert dense["AR300@50"] == pytest.approx(100.0)
+
+    coco = _evaluate(dataset, [dets], tmp_path / "100", max_dets_per_image=100)
+    assert coco["AP"] == 0.0 and coco["AR100"] == 0.0 and coco["AR100@50"] == 0.0
+
+
+def test_keeps_the_cpp_implementation(tmp_path):
+    # COCOEvaluator alone falls back to the pure-Python COCOeval for maxDets != 100.
+    dataset = _register([HAND_GT])
+    with mock.patch.object(
+        COCOeval_opt, "accumulate", autospec=True, side_effect=COCOeval_opt.accumulate
+    ) as accumulate:
+        _evaluate(dataset, [HAND_DETS], tmp_path)
+    assert accumulate.call_count == 1
+
+
+def test_no_detections_gives_nan(tmp_path):
+    dataset = _register([HAND_GT])
+    results = _evaluate(dataset, [([], [])], tmp_path)
+    assert set(paper_metric_names()) <= set(results)
+    assert all(np.isnan(v) for v in paper_metrics(results).values())
+
+
+def test_paper_row_is_logged(tmp_path, caplog):
+    dataset = _register([HAND_GT])
+    with caplog.at_level(logging.INFO, logger="detectron2.evaluation.coco_evaluation"):
+        _evaluate(dataset, [HAND_DETS], tmp_path)
+    rows = [r.getMessage() for r in caplog.records if "paper's columns" in r.getMessage()]
+    assert len(rows) == 1
+    header, _, values = rows[0].splitlines()[1:4]
+    assert [h.strip() for h in header.strip("|").split("|")] == paper_metric_names()
+    assert float(values.strip("|").split("|")[3]) == pytest.approx(HAND_EXPECTED["AR300"], abs=1e-3)
+
+
+def test_eval_hook_puts_the_metrics_in_event_storage(tmp_path):
+    # What DefaultTrainer does with test() results: EvalHook -> EventStorage, whose
+    # writers (TensorboardXWriter, JSONWriter) then log every scalar.
+    dataset = _register([HAND_GT])
+    hook = EvalHook(0, lambda: {"bbox": _evaluate(dataset, [HAND_DETS], tmp_path)})
+    with EventStorage(start_iter=0) as storage:
+        hook.trainer = mock.Mock(iter=9, max_iter=10, storage=storage)
+        hook.after_train()
+        latest = storage.latest()
+    for name, expected in HAND_EXPECTED.items():
+        assert latest[f"bbox/{name}"][0] == pytest.approx(expected, abs=1e-6)
+
+
+def _read_tobacco(max_images):
+    boxes = defaultdict(list)
+    with open(DATA / "tobacco_shelves" / "annotations.csv", newline="") as f:
+        for row in csv.reader(f):
+            boxes[row[0]].append([float(v) for v in row[1:5]])
+    return [boxes[name] for name in sorted(boxes)[:max_images]]
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"real shelf data not found at {DATA}")
+def test_matches_pycocotools_on_real_dense_shelves(tmp_path):
+    """
+    Real box layouts (tobacco_shelves), with noisy, partly missing detections and enough false
+    positives for more than 100 detections per image: the evaluator's C++ path against
+    pycocotools' official COCOeval.
+    """
+    images = _read_tobacco(max_images=8)
+    rng = np.random.default_rng(0)
+    predictions = []
+    for gt in images:
+        gt = np.array(gt)
+        kept = gt[rng.random(len(gt)) < 0.85]
+        size = np.tile(kept[:, 2:] - kept[:, :2], 2)
+        found = kept + rng.normal(0.0, 0.06, kept.shape) * size
+        x, y = rng.uniform(0, 2000, (2, 130))
+        w, h = rng.uniform(100, 500, (2, 130))
+        false = np.stack([x, y, x + w, y + h], axis=1)
+        boxes = np.concatenate([found, false])
+        predictions.append((boxes.tolist(), rng.random(len(boxes)).tolist()))
+    assert min(len(b) for b, _ in predictions) > 100
+
+    results = _evaluate(_register(images), predictions, tmp_path)
+
+    gt = COCO()
+    gt.dataset = {
+        "images": [{"id": i} for i in range(len(images))],
+        "categories": [{"id": 1, "name": "object"}],
+        "annotations": [
+            {
+                "image_id": i,
+                "category_id": 1,
+                "iscrowd": 0,
+                "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                "area": (b[2] - b[0]) * (b[3] - b[1]),
+            }
+            for i, boxes in enumerate(images)
+            for b in boxes
+        ],
+    }
+    for k, ann in enumerate(gt.dataset["annotations"]):
+        ann["id"] = k + 1
+    gt.createIndex()
+    dt = gt.loadRes(
+        [
+            {
+                "image_id": i,
+                "category_id": 1,
+                "score": s,
+                "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+            }
+            for i, (boxes, scores) in enumerate(predictions)
+            for b, s in zip(boxes, scores)
+        ]
+    )
+
+    def official(cls, iou_thrs=None):
+        e = cls(gt, dt, "bbox")
+        e.params.maxDets = [1, 10, 300]
+        if iou_thrs is not None:
+            e.params.iouThrs = np.array(iou_thrs)
+        e.evaluate()
+        e.accumulate()
+        e.summarize()
+        return 100 * e.stats
+
+    stats = official(COCOeval)  # stats[0] is AP at 100 (not evaluated here), the rest at 300
+    expected = {
+        "AP": official(COCOevalMaxDets)[0],  # pycocotools' evaluate/accumulate, AP at maxDets[2]
+        "AP50": stats[1],
+        "AP75": stats[2],
+        "AR300": stats[8],
+        "AR300@50": official(COCOeval, iou_thrs=[0.5])[8],
+    }
+    assert 5 < expected["AP"] < 95 and expected["AR300"] < expected["AR300@50"]
+    for name, value in expected.items():
+        assert results[name] == pytest.approx(value, abs=1e-4), name

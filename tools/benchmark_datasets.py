@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""
+Evaluates one trained model on every registered test set and writes a table shaped like the
+paper's Table 2: one row per dataset, columns AP, AP50, AP75, AR300, AR300@50 (Markdown and CSV).
+Sets whose files are not on this machine are listed as missing, not silently dropped.
+
+    python tools/benchmark_datasets.py --config-file configs/gln_R50.yaml \\
+        --weights output/gln_R50/model_final.pth
+    python tools/benchmark_datasets.py --config-file configs/synthetic/gln_R18.yaml \\
+        --weights output/synthetic/gln_R18/model_final.pth --datasets synthetic_shelves_val \\
+        --max-images 20
+"""
+
+import argparse
+import csv
+import logging
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+from detectron2.evaluation import inference_on_dataset
+from detectron2.modeling import build_model
+from detectron2.utils.logger import setup_logger
+from tabulate import tabulate
+
+from gaussian_retina import add_gaussian_retina_config, build_shelf_mapper
+from gaussian_retina.data.datasets import (
+    register_retail_dataset,
+    set_bad_input_policy,
+    set_coco_cache_dir,
+)
+from gaussian_retina.evaluation import DenseCOCOEvaluator, paper_metric_names, paper_metrics
+
+logger = logging.getLogger("gaussian_retina.benchmark")
+
+
+def default_test_sets():
+    """
+    The registered shelf test sets, in registration order: SKU-110K's test split and the
+    product-detection benchmark's sets (registered with ``register_retail_dataset``, which
+    records an ``annotation_format``), whether or not their files are here.
+    """
+    return [
+        name
+        for name in DatasetCatalog.list()
+        if name in MetadataCatalog
+        and MetadataCatalog.get(name).get("annotation_format") is not None
+        and (name.endswith("_test") or name.startswith("benchmark_"))
+    ]
+
+
+def subset(name, max_images):
+    """
+    Registers and returns ``name`` cut to its first ``max_images`` images. Its ground truth is
+    the subset's own, so unseen images do not count as misses.
+    """
+    if not max_images:
+        return name
+    sub = f"{name}_first{max_images}"
+    if sub not in DatasetCatalog.list():
+        DatasetCatalog.register(sub, lambda: DatasetCatalog.get(name)[:max_images])
+        meta = MetadataCatalog.get(name)
+        MetadataCatalog.get(sub).set(
+            **{k: v for k, v in meta.as_dict().items() if k not in ("name", "json_file")}
+        )
+    return sub
+
+
+def evaluate_all(cfg, model, names, output_dir, max_images=None):
+    """
+    Returns:
+        OrderedDict[str, OrderedDict[str, float]]: dataset -> the paper's columns (percent).
+        OrderedDict[str, str]: dataset -> why it could not be evaluated.
+    """
+    rows, missing = OrderedDict(), OrderedDict()
+    max_dets = cfg.TEST.DETECTIONS_PER_IMAGE
+    for i, name in enumerate(names, 1):
+        try:
+            if name not in DatasetCatalog.list():
+                raise KeyError("not registered")
+            num_images = len(DatasetCatalog.get(name))
+            if num_images == 0:
+                raise ValueError("no images")
+        except (OSError, KeyError, ValueError) as e:
+            missing[name] = f"{type(e).__name__}: {e}"
+            logger.warning(f"[{i}/{len(names)}] {name}: missing ({missing[name]})")
+            continue
+        eval_name = subset(name, max_images)
+        num_eval = len(DatasetCatalog.get(eval_name))
+        logger.info(f"[{i}/{len(names)}] {name}: {num_eval} of {num_images} images")
+        loader = build_detection_test_loader(
+            cfg, eval_name, mapper=build_shelf_mapper(cfg, is_train=False)
+        )
+        evaluator = DenseCOCOEvaluator(
+            eval_name,
+            distributed=False,
+            output_dir=os.path.join(output_dir, eval_name),
+            max_dets_per_image=max_dets,
+        )
+        results = inference_on_dataset(model, loader, evaluator)  # logs its own progress
+        rows[name] = paper_metrics(results.get("bbox", {}), max_dets)
+    return rows, missing
+
+
+def write_tables(rows, missing, output_dir, max_dets, note=""):
+    """
+    Writes benchmark.md and benchmark.csv under output_dir. Returns the Markdown text.
+    """
+    columns = paper_metric_names(max_dets)
+    table = tabulate(
+        [[name] + [m[c] for c in columns] for name, m in rows.items()],
+        headers=["dataset"] + columns,
+        tablefmt="pipe",
+        floatfmt=".1f",
+    )
+    text = [note, "", table if rows else "(no dataset could be evaluated)", ""]
+    if missing:
+        text += ["Missing (not evaluated):", ""]
+        text += [f"- {name}: {why}" for name, why in missing.items()]
+    text = "\n".join(text).strip() + "\n"
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(output_dir) / "benchmark.md").write_text(text)
+    with open(Path(output_dir) / "benchmark.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["dataset"] + columns)
+        for name, m in rows.items():
+            writer.writerow([name] + [f"{m[c]:.2f}" for c in columns])
+    return text
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--weights", required=True, help="checkpoint to evaluate")
+    parser.add_argument("--datasets", nargs="+", help="default: every registered test set")
+    parser.add_argument(
+        "--register",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("NAME", "IMAGE_ROOT", "ANNOTATIONS"),
+        help="also evaluate this shelf dataset (any format register_retail_dataset "
+        "reads); repeatable",
+    )
+    parser.add_argument("--max-images", type=int, help="evaluate the first N images of each set")
+    parser.add_argument("--output-dir", help="default: OUTPUT_DIR/benchmark")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
+    args = parser.parse_args()
+
+    cfg = get_cfg()
+    add_gaussian_retina_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.MODEL.WEIGHTS = args.weights
+    if not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    setup_logger(name="detectron2")
+    setup_logger(name="gaussian_retina")
+    # As train_net.setup: the dataset options of the config.
+    set_bad_input_policy(cfg.DATASETS.BAD_INPUT_POLICY)
+    set_coco_cache_dir(cfg.DATASETS.COCO_JSON_CACHE_DIR)
+
+    output_dir = args.output_dir or os.path.join(cfg.OUTPUT_DIR, "benchmark")
+    model = build_model(cfg)
+    DetectionCheckpointer(model).load(args.weights)
+    model.eval()
+
+    for name, image_root, annotations in args.register:
+        register_retail_dataset(name, image_root, annotations)
+    names = (args.datasets or default_test_sets()) + [r[0] for r in args.register]
+    logger.info(f"Evaluating {args.weights} on {len(names)} datasets: {', '.join(names)}")
+    rows, missing = evaluate_all(cfg, model, names, output_dir, args.max_images)
+    note = (
+        f"{args.config_file}, weights {args.weights}, {cfg.TEST.DETECTIONS_PER_IMAGE} detections "
+        "per image" + (f", first {args.max_images} images of each set" if args.max_images else "")
+    )
+    text = write_tables(rows, missing, output_dir, cfg.TEST.DETECTIONS_PER_IMAGE, note)
+    print(text)
+    logger.info(f"Wrote {output_dir}/benchmark.md and benchmark.csv")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""
+Small-scale reproduction of the paper's claim on the synthetic dense shelves: trains every config
+with identical budgets for several seeds through train_net.py, in parallel jobs, then writes the
+paper's columns as mean and standard deviation over seeds.
+
+    python tools/reproduce_synthetic.py --seeds 0 1 2 --jobs 2 --threads 1
+
+Runs that already finished (their metrics.json holds the final evaluation) are not run again, so
+the command can be resumed or extended with more seeds or configs.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIGS = [
+    "configs/synthetic/retinanet_R18.yaml",
+    "configs/synthetic/gdn_R18.yaml",
+    "configs/synthetic/gln_R18.yaml",
+    "configs/synthetic/goldman_R18.yaml",
+    "configs/synthetic/faster_rcnn_R18.yaml",
+    "configs/synthetic/mask_rcnn_R18.yaml",
+]
+COLUMNS = ["AP", "AP50", "AP75", "AR300", "AR300@50"]
+
+
+def final_metrics(output_dir: Path):
+    """The last evaluation in a run's metrics.json, as {column: percent}, or None."""
+    path = output_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    found = None
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if "bbox/AP" in row:
+            found = {c: row.get(f"bbox/{c}", float("nan")) for c in COLUMNS}
+    return found
+
+
+def run_one(config: str, seed: int, out: Path, threads: int, opts):
+    if final_metrics(out) is not None:
+        return config, seed, None
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    cmd = [sys.executable, str(ROOT / "train_net.py"), "--config-file", str(ROOT / config),
+           "SEED", str(seed), "OUTPUT_DIR", str(out), *opts]
+    start = time.time()
+    with open(out / "stdout.log", "w") as log:
+        rc = subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    wall = time.time() - start
+    (out / "wall_time_s.txt").write_text(f"{wall:.1f}\n")
+    if rc != 0:
+        print(f"FAILED ({rc}): {' '.join(cmd)}; see {out / 'stdout.log'}", flush=True)
+    return config, seed, wall
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--output-root", default="output/reproduction")
+    parser.add_argument("--table", default="results/synthetic_reproduction.md")
+    parser.add_argument("--no-run", action="store_true", help="only write the table")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every run")
+    args = parser.parse_args()
+
+    root = Path(args.output_root)
+    runs = [(c, s, root / Path(c).stem / f"seed{s}") for s in args.seeds for c in args.configs]
+    start = time.time()
+    with ThreadPoolExecutor(args.jobs) as pool:
+        futures = [] if args.no_run else [
+            pool.submit(run_one, c, s, out, args.threads, args.opts) for c, s, out in runs
+        ]
+        for i, f in enumerate(futures, 1):
+            config, seed, wall = f.result()
+            what = "already done" if wall is None else f"{wall / 60:.1f} min"
+            print(f"[{i}/{len(runs)}] {Path(config).stem} seed {seed}: {what}", flush=True)
+    total = time.time() - start
+
+    lines = [
+        "| model | seeds | " + " | ".join(COLUMNS) + " | wall time per run (min) |",
+        "|---" * (len(COLUMNS) + 3) + "|",
+    ]
+    for config in args.configs:
+        outs = [root / Path(config).stem / f"seed{s}" for s in args.seeds]
+        metrics = [m for m in map(final_metrics, outs) if m is not None]
+        walls = [float((o / "wall_time_s.txt").read_text()) / 60 for o in outs
+                 if (o / "wall_time_s.txt").is_file()]
+        if not metrics:
+            lines.append(f"| {Path(config).stem} | 0 | " + " | ".join("-" * 1 for _ in COLUMNS)
+                         + " | - |")
+            continue
+        cells = []
+        for c in COLUMNS:
+            values = [m[c] for m in metrics]
+            std = statistics.stdev(values) if len(values) > 1 else float("nan")
+            cells.append(f"{statistics.mean(values):.1f} ± {std:.1f}")
+        wall = f"{statistics.mean(walls):.1f}" if walls else "-"
+        lines.append(f"| {Path(config).stem} | {len(metrics)} | " + " | ".join(cells) + f" | {wall} |")
+    table = "\n".join(lines)
+    print(table)
+    print(f"Total wall time: {total / 60:.1f} min with {args.jobs} jobs x {args.threads} threads")
+    if args.table:
+        Path(args.table).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.table).write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
