@@ -143,8 +143,15 @@ def test_no_detections_gives_nan(tmp_path):
 
 def test_paper_row_is_logged(tmp_path, caplog):
     dataset = _register([HAND_GT])
-    with caplog.at_level(logging.INFO, logger="detectron2.evaluation.coco_evaluation"):
-        _evaluate(dataset, [HAND_DETS], tmp_path)
+    # Detectron2's setup_logger (run by any earlier training test) stops "detectron2" loggers
+    # from propagating to the root logger that caplog listens on: listen on the logger itself.
+    evaluator_logger = logging.getLogger("detectron2.evaluation.coco_evaluation")
+    evaluator_logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="detectron2.evaluation.coco_evaluation"):
+            _evaluate(dataset, [HAND_DETS], tmp_path)
+    finally:
+        evaluator_logger.removeHandler(caplog.handler)
     rows = [r.getMessage() for r in caplog.records if "paper's columns" in r.getMessage()]
     assert len(rows) == 1
     header, _, values = rows[0].splitlines()[1:4]
