@@ -10,7 +10,6 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
 
 import gaussian_retina.modeling.soft_iou  # noqa: F401  registers SoftIoURetinaNet
@@ -65,29 +64,8 @@ def test_r50_model_builds_without_weights(name):
     assert model.backbone.bottom_up.stages[-1][-1].conv3.out_channels == 2048  # ResNet-50
 
 
-def _batch(mask_on):
-    torch.manual_seed(0)
-    boxes = torch.tensor(
-        [[10.0, 10.0, 40.0, 50.0], [40.0, 10.0, 70.0, 50.0], [70.0, 60.0, 100.0, 110.0]]
-    )
-    full = Instances((128, 160), gt_boxes=Boxes(boxes), gt_classes=torch.zeros(3, dtype=torch.long))
-    empty = Instances(
-        (128, 160), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.long)
-    )
-    if mask_on:
-        # Box-shaped masks, as ShelfDatasetMapper makes them.
-        full.gt_masks = PolygonMasks(
-            [[[x1, y1, x2, y1, x2, y2, x1, y2]] for x1, y1, x2, y2 in boxes.tolist()]
-        )
-        empty.gt_masks = PolygonMasks([])
-    return [
-        {"image": torch.rand(3, 128, 160) * 255, "instances": full},
-        {"image": torch.rand(3, 128, 160) * 255, "instances": empty},
-    ]
-
-
 @pytest.mark.parametrize("name", sorted(R18))
-def test_r18_model_trains_one_step_and_infers(name):
+def test_r18_model_trains_one_step_and_infers(name, two_image_batch):
     cfg = _cfg(name)
     # Tiny inputs, so fewer RoIs and detections (an untrained R-CNN keeps all it may) keep the
     # step at a few seconds; the dense-scene values are checked above.
@@ -97,7 +75,7 @@ def test_r18_model_trains_one_step_and_infers(name):
     assert type(model).__name__ == R18[name]
     model.train()
     with EventStorage():
-        losses = model(_batch(cfg.MODEL.MASK_ON))
+        losses = model(two_image_batch(cfg.MODEL.MASK_ON))
     assert ("loss_mask" in losses) == cfg.MODEL.MASK_ON
     assert ("loss_iou" in losses) == (cfg.MODEL.META_ARCHITECTURE == "SoftIoURetinaNet")
     total = sum(losses.values())

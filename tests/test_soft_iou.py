@@ -6,7 +6,6 @@ from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 from detectron2.modeling.box_regression import Box2BoxTransform
-from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from gaussian_retina.config import add_gaussian_retina_config
@@ -28,21 +27,6 @@ def _cfg(**soft_iou):
     for key, value in soft_iou.items():
         setattr(cfg.MODEL.SOFT_IOU, key, value)
     return cfg
-
-
-def _batch():
-    torch.manual_seed(0)
-    boxes = torch.tensor(
-        [[10.0, 10.0, 40.0, 50.0], [40.0, 10.0, 70.0, 50.0], [70.0, 60.0, 100.0, 110.0]]
-    )
-    full = Instances((128, 160), gt_boxes=Boxes(boxes), gt_classes=torch.zeros(3, dtype=torch.long))
-    empty = Instances(
-        (128, 160), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.long)
-    )
-    return [
-        {"image": torch.rand(3, 128, 160) * 255, "instances": full},
-        {"image": torch.rand(3, 128, 160) * 255, "instances": empty},
-    ]
 
 
 def test_soft_iou_targets_by_hand():
@@ -101,12 +85,12 @@ def test_head_adds_an_iou_branch_of_its_own():
     assert logits[0].shape == (2, 27, 12, 10) and deltas[0].shape == (2, 36, 12, 10)
 
 
-def test_joint_training_trains_the_iou_branch_with_the_detector():
+def test_joint_training_trains_the_iou_branch_with_the_detector(two_image_batch):
     model = build_model(_cfg(SCORE_FLOOR=0.0))
     assert isinstance(model, SoftIoURetinaNet)
     model.train()
     with EventStorage():
-        losses = model(_batch())
+        losses = model(two_image_batch())
     assert set(losses) == {"loss_cls", "loss_box_reg", "loss_iou"}
     assert all(torch.isfinite(v) for v in losses.values())
     assert losses["loss_iou"] > 0
@@ -115,17 +99,17 @@ def test_joint_training_trains_the_iou_branch_with_the_detector():
     assert model.head.cls_score.weight.grad.abs().sum() > 0
 
 
-def test_score_floor_keeps_untrained_anchors_out():
+def test_score_floor_keeps_untrained_anchors_out(two_image_batch):
     # At initialisation every objectness is the prior, 0.01, below the default floor of 0.1.
     model = build_model(_cfg())
     model.train()
     with EventStorage() as storage:
-        losses = model(_batch())
+        losses = model(two_image_batch())
         assert storage.latest()["num_iou_anchors"][0] == 0
     assert losses["loss_iou"].item() == 0
 
 
-def test_second_stage_trains_only_the_iou_branch():
+def test_second_stage_trains_only_the_iou_branch(two_image_batch):
     model = build_model(_cfg(SCORE_FLOOR=0.0, FREEZE_DETECTOR=True))
     model.train()
     assert not model.backbone.training and model.head.iou_subnet.training
@@ -134,7 +118,7 @@ def test_second_stage_trains_only_the_iou_branch():
         n.startswith(("head.iou_subnet.", "head.iou_pred.")) for n in trainable
     )
     with EventStorage():
-        losses = model(_batch())
+        losses = model(two_image_batch())
     assert set(losses) == {"loss_iou"}
     losses["loss_iou"].backward()
     assert model.head.iou_pred.weight.grad is not None

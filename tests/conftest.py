@@ -1,0 +1,36 @@
+import pytest
+import torch
+from detectron2.structures import Boxes, Instances, PolygonMasks
+
+
+@pytest.fixture
+def two_image_batch():
+    """
+    Makes a training batch of two random 128x160 images: one with three boxes (two touching, as
+    on a shelf) and one with none, so a step covers both the matched and the empty case.
+    ``make(mask_on=True)`` adds box-shaped masks, as ShelfDatasetMapper makes them.
+    """
+
+    def make(mask_on=False):
+        torch.manual_seed(0)
+        boxes = torch.tensor(
+            [[10.0, 10.0, 40.0, 50.0], [40.0, 10.0, 70.0, 50.0], [70.0, 60.0, 100.0, 110.0]]
+        )
+        classes = torch.zeros(3, dtype=torch.long)
+        full = Instances((128, 160), gt_boxes=Boxes(boxes), gt_classes=classes)
+        empty = Instances(
+            (128, 160),
+            gt_boxes=Boxes(torch.zeros(0, 4)),
+            gt_classes=torch.zeros(0, dtype=torch.long),
+        )
+        if mask_on:
+            full.gt_masks = PolygonMasks(
+                [[[x1, y1, x2, y1, x2, y2, x1, y2]] for x1, y1, x2, y2 in boxes.tolist()]
+            )
+            empty.gt_masks = PolygonMasks([])
+        return [
+            {"image": torch.rand(3, 128, 160) * 255, "instances": full},
+            {"image": torch.rand(3, 128, 160) * 255, "instances": empty},
+        ]
+
+    return make
