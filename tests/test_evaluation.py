@@ -134,6 +134,23 @@ def test_keeps_the_cpp_implementation(tmp_path):
     assert accumulate.call_count == 1
 
 
+def test_box_only_ground_truth_scores_boxes_of_a_mask_model(tmp_path):
+    # Mask R-CNN on the shelf datasets: predictions carry masks, the ground truth has none.
+    # COCOEvaluator's default would score "segm" too and fail on the missing segmentations.
+    dataset = _register([HAND_GT])
+    evaluator = DenseCOCOEvaluator(dataset, distributed=False, output_dir=str(tmp_path))
+    evaluator.reset()
+    outputs = _outputs(*HAND_DETS)
+    masks = torch.zeros(len(HAND_DETS[1]), *SIZE, dtype=torch.bool)
+    for mask, (x1, y1, x2, y2) in zip(masks, HAND_DETS[0]):
+        mask[y1:y2, x1:x2] = True
+    outputs["instances"].pred_masks = masks
+    evaluator.process([{"image_id": 0}], [outputs])
+    results = evaluator.evaluate()
+    assert set(results) == {"bbox"}
+    assert results["bbox"]["AP50"] == pytest.approx(HAND_EXPECTED["AP50"])
+
+
 def test_no_detections_gives_nan(tmp_path):
     dataset = _register([HAND_GT])
     results = _evaluate(dataset, [([], [])], tmp_path)
@@ -141,18 +158,23 @@ def test_no_detections_gives_nan(tmp_path):
     assert all(np.isnan(v) for v in paper_metrics(results).values())
 
 
-def test_paper_row_is_logged(tmp_path, caplog):
+def test_paper_row_is_logged(tmp_path):
     dataset = _register([HAND_GT])
-    # Detectron2's setup_logger (run by any earlier training test) stops "detectron2" loggers
-    # from propagating to the root logger that caplog listens on: listen on the logger itself.
+    # Listen on the evaluator's logger itself, whether or not it propagates to the root (Detectron2's
+    # setup_logger, run by any earlier training test, stops it), so each record is seen once.
     evaluator_logger = logging.getLogger("detectron2.evaluation.coco_evaluation")
-    evaluator_logger.addHandler(caplog.handler)
+    records = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append
+    level = evaluator_logger.level
+    evaluator_logger.addHandler(handler)
+    evaluator_logger.setLevel(logging.INFO)
     try:
-        with caplog.at_level(logging.INFO, logger="detectron2.evaluation.coco_evaluation"):
-            _evaluate(dataset, [HAND_DETS], tmp_path)
+        _evaluate(dataset, [HAND_DETS], tmp_path)
     finally:
-        evaluator_logger.removeHandler(caplog.handler)
-    rows = [r.getMessage() for r in caplog.records if "paper's columns" in r.getMessage()]
+        evaluator_logger.removeHandler(handler)
+        evaluator_logger.setLevel(level)
+    rows = [r.getMessage() for r in records if "paper's columns" in r.getMessage()]
     assert len(rows) == 1
     header, _, values = rows[0].splitlines()[1:4]
     assert [h.strip() for h in header.strip("|").split("|")] == paper_metric_names()

@@ -129,10 +129,16 @@ class DenseCOCOEvaluator(COCOEvaluator):
         allow_cached_coco=True,
     ):
         """
-        Args are those of :class:`COCOEvaluator`; only the default of ``max_dets_per_image``
-        differs (300, the SKU-110K protocol, instead of COCO's 100). ``use_fast_impl=False``
-        gives the official pycocotools numbers (slow on dense sets, see the class docstring).
+        Args are those of :class:`COCOEvaluator`; two defaults differ: ``max_dets_per_image``
+        (300, the SKU-110K protocol, instead of COCO's 100) and ``tasks`` (``("bbox",)``).
+        ``use_fast_impl=False`` gives the official pycocotools numbers (slow on dense sets, see
+        the class docstring).
         """
+        if tasks is None:
+            # COCOEvaluator would add "segm" for a model that predicts masks (Mask R-CNN), but the
+            # shelf datasets hold boxes only (Mask R-CNN trains on box-shaped masks made on the
+            # fly), so there is no ground truth to score masks against, and the paper scores boxes.
+            tasks = ("bbox",)
         if max_dets_per_image is None:
             max_dets_per_image = 100  # what COCOEvaluator means by None
         super().__init__(
