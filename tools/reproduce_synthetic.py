@@ -7,8 +7,11 @@ paper's columns as mean and standard deviation over seeds.
     python tools/reproduce_synthetic.py --seeds 0 1 2 --jobs 2 --threads 1
 
 Runs that already finished (their metrics.json holds the final evaluation) are not run again, so
-the command can be resumed or extended with more seeds or configs.
+the command can be resumed or extended with more seeds or configs. A run whose training finished
+(model_final.pth) but whose final evaluation did not is only evaluated, with train_net.py
+--eval-only; its result goes to final_eval.json beside metrics.json.
 """
+
 import argparse
 import json
 import os
@@ -32,16 +35,35 @@ COLUMNS = ["AP", "AP50", "AP75", "AR300", "AR300@50"]
 
 
 def final_metrics(output_dir: Path):
-    """The last evaluation in a run's metrics.json, as {column: percent}, or None."""
+    """
+    The last evaluation in a run's metrics.json (or, failing that, its final_eval.json), as
+    {column: percent}, or None.
+    """
     path = output_dir / "metrics.json"
-    if not path.is_file():
-        return None
     found = None
-    for line in path.read_text().splitlines():
-        row = json.loads(line)
-        if "bbox/AP" in row:
-            found = {c: row.get(f"bbox/{c}", float("nan")) for c in COLUMNS}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            if "bbox/AP" in row:
+                found = {c: row.get(f"bbox/{c}", float("nan")) for c in COLUMNS}
+    if found is None and (output_dir / "final_eval.json").is_file():
+        found = json.loads((output_dir / "final_eval.json").read_text())
     return found
+
+
+def copypaste_metrics(log_text: str):
+    """
+    The bbox metrics of Detectron2's ``print_csv_format`` lines ("copypaste: Task: bbox", then
+    the names, then the values) in a log, as {column: percent}, or None.
+    """
+    lines = [
+        line.split("copypaste: ", 1)[1] for line in log_text.splitlines() if "copypaste: " in line
+    ]
+    for i, line in enumerate(lines[:-2]):
+        if line.strip() == "Task: bbox":
+            row = dict(zip(lines[i + 1].split(","), map(float, lines[i + 2].split(","))))
+            return {c: row.get(c, float("nan")) for c in COLUMNS}
+    return None
 
 
 def run_one(config: str, seed: int, out: Path, threads: int, opts):
@@ -49,15 +71,26 @@ def run_one(config: str, seed: int, out: Path, threads: int, opts):
         return config, seed, None
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    cmd = [sys.executable, str(ROOT / "train_net.py"), "--config-file", str(ROOT / config),
-           "SEED", str(seed), "OUTPUT_DIR", str(out), *opts]
+    # Training finished but its final evaluation did not: evaluate the final weights only.
+    eval_only = (out / "model_final.pth").is_file()
+    flags = ["--eval-only"] if eval_only else []
+    cmd = [sys.executable, str(ROOT / "train_net.py"), "--config-file", str(ROOT / config), *flags]
+    cmd += ["SEED", str(seed), "OUTPUT_DIR", str(out), *opts]
+    if eval_only:
+        cmd += ["MODEL.WEIGHTS", str(out / "model_final.pth")]
+    log_path = out / ("eval_only.log" if eval_only else "stdout.log")
     start = time.time()
-    with open(out / "stdout.log", "w") as log:
+    with open(log_path, "w") as log:
         rc = subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     wall = time.time() - start
-    (out / "wall_time_s.txt").write_text(f"{wall:.1f}\n")
+    if eval_only:
+        metrics = copypaste_metrics(log_path.read_text())
+        if metrics is not None:
+            (out / "final_eval.json").write_text(json.dumps(metrics) + "\n")
+    else:
+        (out / "wall_time_s.txt").write_text(f"{wall:.1f}\n")
     if rc != 0:
-        print(f"FAILED ({rc}): {' '.join(cmd)}; see {out / 'stdout.log'}", flush=True)
+        print(f"FAILED ({rc}): {' '.join(cmd)}; see {log_path}", flush=True)
     return config, seed, wall
 
 
@@ -77,9 +110,11 @@ def main():
     runs = [(c, s, root / Path(c).stem / f"seed{s}") for s in args.seeds for c in args.configs]
     start = time.time()
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = [] if args.no_run else [
-            pool.submit(run_one, c, s, out, args.threads, args.opts) for c, s, out in runs
-        ]
+        futures = (
+            []
+            if args.no_run
+            else [pool.submit(run_one, c, s, out, args.threads, args.opts) for c, s, out in runs]
+        )
         for i, f in enumerate(futures, 1):
             config, seed, wall = f.result()
             what = "already done" if wall is None else f"{wall / 60:.1f} min"
@@ -93,11 +128,15 @@ def main():
     for config in args.configs:
         outs = [root / Path(config).stem / f"seed{s}" for s in args.seeds]
         metrics = [m for m in map(final_metrics, outs) if m is not None]
-        walls = [float((o / "wall_time_s.txt").read_text()) / 60 for o in outs
-                 if (o / "wall_time_s.txt").is_file()]
+        walls = [
+            float((o / "wall_time_s.txt").read_text()) / 60
+            for o in outs
+            if (o / "wall_time_s.txt").is_file()
+        ]
         if not metrics:
-            lines.append(f"| {Path(config).stem} | 0 | " + " | ".join("-" * 1 for _ in COLUMNS)
-                         + " | - |")
+            lines.append(
+                f"| {Path(config).stem} | 0 | " + " | ".join("-" * 1 for _ in COLUMNS) + " | - |"
+            )
             continue
         cells = []
         for c in COLUMNS:
@@ -105,7 +144,9 @@ def main():
             std = statistics.stdev(values) if len(values) > 1 else float("nan")
             cells.append(f"{statistics.mean(values):.1f} ± {std:.1f}")
         wall = f"{statistics.mean(walls):.1f}" if walls else "-"
-        lines.append(f"| {Path(config).stem} | {len(metrics)} | " + " | ".join(cells) + f" | {wall} |")
+        lines.append(
+            f"| {Path(config).stem} | {len(metrics)} | " + " | ".join(cells) + f" | {wall} |"
+        )
     table = "\n".join(lines)
     print(table)
     print(f"Total wall time: {total / 60:.1f} min with {args.jobs} jobs x {args.threads} threads")
