@@ -28,6 +28,9 @@ def add_gaussian_retina_config(cfg):
     _C.MODEL.GAUSSIAN.NEG_RATIO = 3.0
     # Hard negatives kept per image at least, so images without objects still train the map.
     _C.MODEL.GAUSSIAN.MIN_NEGATIVES = 256
+    # Reading of eq. 3's mean: "image" (per image, mean over positives + mean over mined
+    # negatives, then over images, as CRAFT) or "batch" (one mean over the batch's selected pixels).
+    _C.MODEL.GAUSSIAN.LOSS_NORMALIZE = "batch"
     # Side of the square Gaussian template warped into every box, in pixels.
     _C.MODEL.GAUSSIAN.TEMPLATE_SIZE = 120
     # Sigma of the template, G = exp(-4 ln2 ((x-xc)^2 + (y-yc)^2) / sigma^2) (sigma = FWHM).

@@ -12,6 +12,7 @@ def gaussian_map_loss(
     neg_thresh: float = 0.1,
     neg_ratio: float = 3.0,
     min_negatives: int = 256,
+    normalize: str = "batch",
 ) -> Tensor:
     """
     The paper's eq. 3: mean squared error over positive pixels and mined hard negatives.
@@ -22,18 +23,30 @@ def gaussian_map_loss(
     to stay flat. Pixels between the thresholds are ignored, and so are pixels whose target is
     negative: the padding added when batching marks itself with -1.
 
-    The result is the mean over all selected pixels of the batch, so its scale depends neither on
-    the image size nor on the number of objects.
+    The paper's eq. 3 does not say over what the mean is taken; ``normalize`` picks the reading:
+
+    * ``"batch"``: one mean over every pixel selected anywhere in the batch. Negatives then weigh
+      about ``neg_ratio`` times the positives, and images with more objects weigh more.
+    * ``"image"``: per image, the mean over its positives plus the mean over its mined
+      negatives, then the mean over the images (CRAFT's reading, which the paper follows):
+      positives and negatives weigh the same, and so does every image.
+
+    Neither depends on the image size. The loss is computed in float32 whatever the autocast
+    dtype: squared errors of a map in [0, 1] and the ranking of the negatives lose too much in
+    half precision.
 
     Args:
         pred, target: (N, H, W) or (N, 1, H, W) maps of the same shape.
+        normalize: "batch" or "image", see above.
     Returns:
-        a scalar tensor; 0 (with a gradient path) when nothing is selected.
+        a scalar float32 tensor; 0 (with a gradient path) when nothing is selected.
     """
     if pred.shape != target.shape:
         raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
-    pred = pred.reshape(pred.shape[0], -1)
-    target = target.reshape(target.shape[0], -1).to(pred.dtype)
+    if normalize not in ("batch", "image"):
+        raise ValueError(f"normalize must be 'batch' or 'image', got {normalize!r}")
+    pred = pred.reshape(pred.shape[0], -1).float()
+    target = target.reshape(target.shape[0], -1).float()
     sq_err = (pred - target) ** 2
 
     pos = target >= pos_thresh
@@ -50,6 +63,16 @@ def gaussian_map_loss(
         hardest = neg_err.topk(k, dim=1).indices
         take = torch.arange(k, device=pred.device)[None, :] < num_neg[:, None]
         selected.scatter_(1, hardest, take | selected.gather(1, hardest))
+    if normalize == "image":
+        mined = selected & ~pos
+        num_mined = mined.sum(dim=1)
+        per_image = (sq_err * pos).sum(dim=1) / num_pos.clamp(min=1) + (sq_err * mined).sum(
+            dim=1
+        ) / num_mined.clamp(min=1)
+        has_pixels = (num_pos + num_mined) > 0
+        if not has_pixels.any():
+            return pred.sum() * 0.0
+        return per_image[has_pixels].mean()
     count = selected.sum()
     if count == 0:
         return pred.sum() * 0.0

@@ -38,6 +38,7 @@ class GaussianRetinaNet(RetinaNet):
         neg_thresh: float = 0.1,
         neg_ratio: float = 3.0,
         min_negatives: int = 256,
+        gaussian_loss_normalize: str = "batch",
         return_gaussian_map: bool = False,
         **kwargs,
     ):
@@ -48,6 +49,7 @@ class GaussianRetinaNet(RetinaNet):
             gaussian_loss_weight, cls_loss_weight, reg_loss_weight: lambda3, lambda1 and lambda2
                 of the paper's eq. 4.
             pos_thresh, neg_thresh, neg_ratio, min_negatives: see :func:`gaussian_map_loss`.
+            gaussian_loss_normalize: ``normalize`` of :func:`gaussian_map_loss`.
             return_gaussian_map: in eval mode, also return the predicted map.
             kwargs: see :class:`RetinaNet`.
         """
@@ -62,6 +64,7 @@ class GaussianRetinaNet(RetinaNet):
             neg_thresh=neg_thresh,
             neg_ratio=neg_ratio,
             min_negatives=min_negatives,
+            normalize=gaussian_loss_normalize,
         )
         self.return_gaussian_map = return_gaussian_map
 
@@ -79,6 +82,7 @@ class GaussianRetinaNet(RetinaNet):
             neg_thresh=g.NEG_THRESH,
             neg_ratio=g.NEG_RATIO,
             min_negatives=g.MIN_NEGATIVES,
+            gaussian_loss_normalize=g.LOSS_NORMALIZE,
             return_gaussian_map=g.RETURN_MAP_AT_TEST,
         )
         return ret
