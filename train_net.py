@@ -3,39 +3,18 @@
 Trains and evaluates gaussian-retina models (GLN, GDN and the baselines) with Detectron2.
 
     python train_net.py --config-file configs/synthetic/gln_R18.yaml
+    python train_net.py --config-file configs/synthetic/gln_R18.yaml --num-gpus 2   # 2 processes, CPU too
+    python train_net.py --config-file configs/synthetic/gln_R18.yaml --resume       # after a kill
     python train_net.py --config-file configs/gln_R50.yaml --num-gpus 8
     python train_net.py --config-file configs/gln_R50.yaml --eval-only MODEL.WEIGHTS model.pth
 """
-import os
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, default_setup, launch
 
-from gaussian_retina import add_gaussian_retina_config, build_shelf_mapper
+from gaussian_retina import add_gaussian_retina_config
 from gaussian_retina.data.datasets import set_bad_input_policy, set_coco_cache_dir
-from gaussian_retina.evaluation import DenseCOCOEvaluator
-
-
-class Trainer(DefaultTrainer):
-    @classmethod
-    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        if output_folder is None:
-            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return DenseCOCOEvaluator(
-            dataset_name, output_dir=output_folder, max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE
-        )
-
-    @classmethod
-    def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=build_shelf_mapper(cfg, is_train=True))
-
-    @classmethod
-    def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(
-            cfg, dataset_name, mapper=build_shelf_mapper(cfg, is_train=False)
-        )
+from gaussian_retina.engine import Trainer
 
 
 def setup(args):

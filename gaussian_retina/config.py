@@ -47,8 +47,9 @@ def add_gaussian_retina_config(cfg):
     _C.MODEL.GAUSSIAN.SUBNET_CHANNELS = 32
     # Number of conv-BN-ReLU blocks in the gaussian subnet.
     _C.MODEL.GAUSSIAN.NUM_SUBNET_CONVS = 2
-    # Normalization of the branch's convs: "BN", "SyncBN", "GN" or "" (see layers.get_norm).
-    _C.MODEL.GAUSSIAN.NORM = "BN"
+    # Normalization of the branch's convs (see layers.get_norm). "SyncBN" synchronises BN over
+    # processes; on a CPU model it becomes "naiveSyncBN", which gloo runs. One process: plain BN.
+    _C.MODEL.GAUSSIAN.NORM = "SyncBN"
     # At test time also run the branch and return its map as "gaussian_map" next to
     # "instances" (for figures). Off by default: inference then costs what RetinaNet costs.
     _C.MODEL.GAUSSIAN.RETURN_MAP_AT_TEST = False

@@ -1,6 +1,22 @@
 import pytest
 import torch
+from detectron2.data import DatasetCatalog
 from detectron2.structures import Boxes, Instances, PolygonMasks
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """
+    A datasets root holding synthetic_shelves_train and _val, generated once per session (about
+    10 s), for tests that run train_net.py or other processes: pass it as DETECTRON2_DATASETS.
+    """
+    from gaussian_retina.data.datasets import register_synthetic_shelves
+
+    root = str(tmp_path_factory.mktemp("datasets"))
+    register_synthetic_shelves(root)
+    for name in ("synthetic_shelves_train", "synthetic_shelves_val"):
+        DatasetCatalog.get(name)
+    return root
 
 
 @pytest.fixture

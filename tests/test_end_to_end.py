@@ -2,7 +2,6 @@
 A tiny training run on the synthetic shelves, through train_net.py's Trainer and the project's
 evaluator: tens of iterations must lift AP50 above what the same model scores untrained.
 """
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,9 +14,9 @@ from gaussian_retina import add_gaussian_retina_config
 from gaussian_retina.data.datasets.synthetic_scene import ShelfSceneParams
 from gaussian_retina.data.datasets.synthetic_shelves import generate_synthetic_shelves
 
+from gaussian_retina.engine import Trainer
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from train_net import Trainer  # noqa: E402
 
 NAME = "synthetic_shelves_e2e_tiny"
 

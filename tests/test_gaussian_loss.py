@@ -61,3 +61,34 @@ def test_gradient_flows_and_shapes_must_match():
     assert torch.all(pred.grad < 0)
     with pytest.raises(ValueError, match="differ"):
         gaussian_map_loss(pred, target[:, :, :2])
+
+
+def test_per_image_normalisation_weighs_positives_negatives_and_images_equally():
+    # Image 0: 2 positives (errors 0.25, 0), 2 mined negatives (0.49, 0.16), 1 ignored pixel.
+    # Image 1: 1 positive (error 1.0), 1 mined negative (0.04).
+    target = torch.tensor([[1.0, 0.6, 0.3, 0.0, 0.0, 0.05], [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    pred = torch.tensor([[0.5, 0.6, 0.9, 0.7, 0.0, 0.45], [0.0, 0.2, 0.1, 0.0, 0.0, 0.0]])
+    kwargs = dict(neg_ratio=1.0, min_negatives=0)
+    image0 = (0.25 + 0.0) / 2 + (0.49 + 0.16) / 2
+    image1 = 1.0 / 1 + 0.04 / 1
+    per_image = gaussian_map_loss(pred, target, normalize="image", **kwargs)
+    assert per_image.item() == pytest.approx((image0 + image1) / 2)
+    pooled = gaussian_map_loss(pred, target, normalize="batch", **kwargs)
+    assert pooled.item() == pytest.approx((0.25 + 0.49 + 0.16 + 1.0 + 0.04) / 6)
+    # An image with no positives contributes its negatives' mean alone; an empty batch gives 0.
+    empty = gaussian_map_loss(pred[:1], torch.zeros(1, 6), normalize="image", neg_ratio=1.0,
+                              min_negatives=2)
+    assert empty.item() == pytest.approx((0.81 + 0.49) / 2)
+    with pytest.raises(ValueError, match="normalize"):
+        gaussian_map_loss(pred, target, normalize="pixels")
+
+
+def test_loss_is_float32_for_half_precision_maps():
+    target = torch.zeros(1, 16)
+    target[0, :4] = 1.0
+    pred = torch.rand(1, 16).to(torch.bfloat16)
+    for normalize in ("batch", "image"):
+        loss = gaussian_map_loss(pred, target, normalize=normalize, min_negatives=4)
+        assert loss.dtype == torch.float32
+        expected = gaussian_map_loss(pred.float(), target, normalize=normalize, min_negatives=4)
+        assert loss.item() == expected.item()

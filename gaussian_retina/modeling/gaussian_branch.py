@@ -12,6 +12,7 @@ __all__ = [
     "GaussianLayerNetwork",
     "GaussianDecoderNetwork",
     "build_gaussian_branch",
+    "resolve_norm",
 ]
 
 
@@ -65,6 +66,19 @@ class GaussianSubnet(nn.Module):
         return self.predictor(self.blocks(_upsample(x, self.upsample)))
 
 
+def resolve_norm(norm: str, device: str) -> str:
+    """
+    The norm to build for a model on ``device``: "SyncBN" on a CPU model becomes Detectron2's
+    "naiveSyncBN". torch's SyncBatchNorm only runs on GPU tensors, so multi-process training on
+    CPUs (gloo) would fail; NaiveSyncBN averages the same batch statistics over the processes with
+    an all_reduce, which gloo supports. In a single process both are plain BatchNorm, with the
+    same parameters and state-dict keys.
+    """
+    if norm == "SyncBN" and not str(device).startswith("cuda"):
+        return "naiveSyncBN"
+    return norm
+
+
 def _subnet_args(cfg, input_shape):
     """The from_config arguments both branches share."""
     g = cfg.MODEL.GAUSSIAN
@@ -73,7 +87,7 @@ def _subnet_args(cfg, input_shape):
         "subnet_channels": g.SUBNET_CHANNELS,
         "num_subnet_convs": g.NUM_SUBNET_CONVS,
         "out_stride": g.OUT_STRIDE,
-        "norm": g.NORM,
+        "norm": resolve_norm(g.NORM, cfg.MODEL.DEVICE),
     }
 
 

@@ -1,0 +1,71 @@
+"""
+The Trainer that ``train_net.py`` runs: Detectron2's DefaultTrainer with the shelf data loaders, the
+paper's evaluator, and multi-process training that also works on machines without a GPU.
+"""
+import contextlib
+import os
+
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import DefaultTrainer
+from detectron2.engine import defaults as d2_defaults
+from detectron2.utils import comm
+
+from ..data import build_shelf_mapper
+from ..evaluation import DenseCOCOEvaluator
+
+__all__ = ["Trainer", "create_ddp_model"]
+
+
+def create_ddp_model(model, **kwargs):
+    """
+    Detectron2's :func:`create_ddp_model`, except for a model on the CPU: there (``launch`` with
+    the gloo backend) DistributedDataParallel takes no device ids, and Detectron2's version always
+    passes the local rank as a GPU id.
+    """
+    if comm.get_world_size() > 1 and next(model.parameters()).device.type == "cpu":
+        kwargs.setdefault("device_ids", None)
+    return _d2_create_ddp_model(model, **kwargs)
+
+
+_d2_create_ddp_model = d2_defaults.create_ddp_model
+
+
+@contextlib.contextmanager
+def _cpu_aware_ddp():
+    # DefaultTrainer.__init__ calls create_ddp_model with no way to pass arguments: swap in the
+    # CPU-aware version for that call only, instead of copying DefaultTrainer.__init__.
+    d2_defaults.create_ddp_model = create_ddp_model
+    try:
+        yield
+    finally:
+        d2_defaults.create_ddp_model = _d2_create_ddp_model
+
+
+class Trainer(DefaultTrainer):
+    """
+    DefaultTrainer with :func:`build_shelf_mapper`'s mappers (Gaussian targets for models with
+    the branch), :class:`DenseCOCOEvaluator` (AP, AP50, AP75, AR300, AR300@50 at
+    TEST.DETECTIONS_PER_IMAGE), and DDP on CPU-only machines.
+    """
+
+    def __init__(self, cfg):
+        with _cpu_aware_ddp():
+            super().__init__(cfg)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return DenseCOCOEvaluator(
+            dataset_name, output_dir=output_folder, max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE
+        )
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=build_shelf_mapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=build_shelf_mapper(cfg, is_train=False)
+        )
