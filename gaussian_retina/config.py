@@ -54,7 +54,6 @@ def add_gaussian_retina_config(cfg):
     # "instances" (for figures). Off by default: inference then costs what RetinaNet costs.
     _C.MODEL.GAUSSIAN.RETURN_MAP_AT_TEST = False
 
-    # >>> baselines (issue 5): MODEL.SOFT_IOU / MODEL.EM_MERGER keys go here <<<
     # ---------------------------------------------------------------------------------------- #
     # Soft-IoU layer of Goldman et al. (CVPR 2019), used by META_ARCHITECTURE "SoftIoURetinaNet"
     # ---------------------------------------------------------------------------------------- #
@@ -92,13 +91,13 @@ def add_gaussian_retina_config(cfg):
     _C.MODEL.EM_MERGER.NMS_THRESH = 0.3
     # The heat map's stride keeps the median shrunk box at least this many pixels across.
     _C.MODEL.EM_MERGER.MIN_HEATMAP_BOX_SIDE = 8.0
-    # <<< end baselines >>>
 
-    # >>> datasets (issue 3): dataset keys go here <<<
+    # ---------------------------------------------------------------------------------------- #
+    # Shelf datasets
+    # ---------------------------------------------------------------------------------------- #
     # A malformed annotation row or a broken image: "error" raises, naming file, line and
     # problem; "skip" drops it, counted by reason in one summary line per dataset.
     _C.DATASETS.BAD_INPUT_POLICY = "error"
     # Where COCO jsons converted for COCOEvaluator are cached; "" = a coco_cache/ folder next
     # to the annotations (~/.cache/gaussian_retina/coco_json where that is read-only).
     _C.DATASETS.COCO_JSON_CACHE_DIR = ""
-    # <<< end datasets >>>

@@ -50,7 +50,5 @@ def test_kill_then_resume(synthetic_root, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
     steps = [r["iteration"] for r in records if "total_loss" in r]
     assert steps[-1] == MAX_ITER - 1
-    # metrics.json was appended to: the killed run's steps, then the resumed run's.
-    assert any(i > killed_at for i in steps) and any(i <= killed_at for i in steps)
     final = [r for r in records if "bbox/AP" in r]
     assert final and all(0 <= final[-1][k] <= 100 for k in ("bbox/AP", "bbox/AP50", "bbox/AR300"))
