@@ -14,8 +14,9 @@ def add_gaussian_retina_config(cfg):
     # Branch architecture: "layer" (Gaussian Layer Network, GLN) or "decoder" (Gaussian Decoder
     # Network, GDN).
     _C.MODEL.GAUSSIAN.ARCH = "layer"
-    # lambda3 of the paper's eq. 4: weight of loss_gaussian.
-    _C.MODEL.GAUSSIAN.LOSS_WEIGHT = 1.0
+    # lambda3 of the paper's eq. 4: weight of loss_gaussian (chosen with LOSS_NORMALIZE "image",
+    # see results/synthetic_recipe.md).
+    _C.MODEL.GAUSSIAN.LOSS_WEIGHT = 3.0
     # lambda1 of eq. 4: weight of RetinaNet's loss_cls.
     _C.MODEL.GAUSSIAN.CLS_LOSS_WEIGHT = 1.0
     # lambda2 of eq. 4: weight of RetinaNet's loss_box_reg.
@@ -30,7 +31,7 @@ def add_gaussian_retina_config(cfg):
     _C.MODEL.GAUSSIAN.MIN_NEGATIVES = 256
     # Reading of eq. 3's mean: "image" (per image, mean over positives + mean over mined
     # negatives, then over images, as CRAFT) or "batch" (one mean over the batch's selected pixels).
-    _C.MODEL.GAUSSIAN.LOSS_NORMALIZE = "batch"
+    _C.MODEL.GAUSSIAN.LOSS_NORMALIZE = "image"
     # Side of the square Gaussian template warped into every box, in pixels.
     _C.MODEL.GAUSSIAN.TEMPLATE_SIZE = 120
     # Sigma of the template, G = exp(-4 ln2 ((x-xc)^2 + (y-yc)^2) / sigma^2) (sigma = FWHM).
