@@ -22,7 +22,6 @@ from .data import (
     GaussianDatasetMapper,
     GaussianMapRenderer,
     ShelfDatasetMapper,
-    build_shelf_mapper,
     render_gaussian_map,
 )
 from .evaluation import DenseCOCOEvaluator

@@ -1,3 +1,3 @@
 from . import datasets  # noqa: F401  registers the datasets
-from .dataset_mapper import GaussianDatasetMapper, ShelfDatasetMapper, build_shelf_mapper
+from .dataset_mapper import GaussianDatasetMapper, ShelfDatasetMapper
 from .gaussian_target import GaussianMapRenderer, render_gaussian_map

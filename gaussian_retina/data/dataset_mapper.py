@@ -12,7 +12,7 @@ from detectron2.structures import BoxMode
 from .gaussian_target import GaussianMapRenderer
 from .image_reader import BadImageError, read_shelf_image
 
-__all__ = ["ShelfDatasetMapper", "GaussianDatasetMapper", "build_shelf_mapper"]
+__all__ = ["ShelfDatasetMapper", "GaussianDatasetMapper"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,17 +137,3 @@ class GaussianDatasetMapper(ShelfDatasetMapper):
                 self.gaussian_renderer(boxes, image_size)
             )
         return dataset_dict
-
-
-def build_shelf_mapper(cfg, is_train: bool) -> ShelfDatasetMapper:
-    """
-    The mapper for cfg's model: training a model with a Gaussian branch needs the target maps.
-    """
-    from detectron2.modeling import META_ARCH_REGISTRY
-
-    from ..modeling import GaussianRetinaNet
-
-    meta_arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
-    if is_train and issubclass(meta_arch, GaussianRetinaNet):
-        return GaussianDatasetMapper(cfg, is_train)
-    return ShelfDatasetMapper(cfg, is_train)

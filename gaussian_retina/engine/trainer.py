@@ -8,10 +8,12 @@ import os
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.engine import defaults as d2_defaults
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils import comm
 
-from ..data import build_shelf_mapper
+from ..data import GaussianDatasetMapper, ShelfDatasetMapper
 from ..evaluation import DenseCOCOEvaluator
+from ..modeling import GaussianRetinaNet
 
 __all__ = ["Trainer", "create_ddp_model"]
 
@@ -43,9 +45,10 @@ def _cpu_aware_ddp():
 
 class Trainer(DefaultTrainer):
     """
-    DefaultTrainer with :func:`build_shelf_mapper`'s mappers (Gaussian targets for models with
-    the branch), :class:`DenseCOCOEvaluator` (AP, AP50, AP75, AR300, AR300@50 at
-    TEST.DETECTIONS_PER_IMAGE), and DDP on CPU-only machines.
+    DefaultTrainer with the shelf mappers (Gaussian targets for training models with the branch),
+    :class:`DenseCOCOEvaluator` (AP, AP50, AP75, AR300, AR300@50 at TEST.DETECTIONS_PER_IMAGE),
+    and DDP on CPU-only machines. The Trainer, not the data code, knows which models need the
+    Gaussian targets, so data never imports modeling.
     """
 
     def __init__(self, cfg):
@@ -62,10 +65,14 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=build_shelf_mapper(cfg, is_train=True))
+        if issubclass(META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE), GaussianRetinaNet):
+            mapper = GaussianDatasetMapper(cfg, is_train=True)
+        else:
+            mapper = ShelfDatasetMapper(cfg, is_train=True)
+        return build_detection_train_loader(cfg, mapper=mapper)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         return build_detection_test_loader(
-            cfg, dataset_name, mapper=build_shelf_mapper(cfg, is_train=False)
+            cfg, dataset_name, mapper=ShelfDatasetMapper(cfg, is_train=False)
         )

@@ -11,7 +11,7 @@ from collections import OrderedDict
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
 from detectron2.evaluation import inference_on_dataset
 
-from ..data import build_shelf_mapper
+from ..data import ShelfDatasetMapper
 from .dense_coco_evaluation import DenseCOCOEvaluator, paper_metrics
 
 __all__ = ["evaluate_all", "subset"]
@@ -39,7 +39,7 @@ def subset(name, max_images):
 def evaluate_all(cfg, model, names, output_dir, max_images=None):
     """
     Runs ``model`` (anything ``inference_on_dataset`` accepts: it gets the batches of cfg's test
-    mapper, ``build_shelf_mapper(cfg, is_train=False)``, and returns Detectron2 outputs) on each
+    mapper, ``ShelfDatasetMapper(cfg, is_train=False)``, and returns Detectron2 outputs) on each
     dataset of ``names`` and scores it with :class:`DenseCOCOEvaluator` at
     ``cfg.TEST.DETECTIONS_PER_IMAGE`` detections per image.
 
@@ -64,7 +64,7 @@ def evaluate_all(cfg, model, names, output_dir, max_images=None):
         num_eval = len(DatasetCatalog.get(eval_name))
         logger.info(f"[{i}/{len(names)}] {name}: {num_eval} of {num_images} images")
         loader = build_detection_test_loader(
-            cfg, eval_name, mapper=build_shelf_mapper(cfg, is_train=False)
+            cfg, eval_name, mapper=ShelfDatasetMapper(cfg, is_train=False)
         )
         evaluator = DenseCOCOEvaluator(
             eval_name,
