@@ -36,10 +36,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from detectron2.config import get_cfg  # noqa: E402
 from detectron2.data import DatasetCatalog  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
-from detectron2.structures import Boxes, Instances  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 from fvcore.nn import FlopCountAnalysis  # noqa: E402
 from tabulate import tabulate  # noqa: E402
@@ -49,9 +47,13 @@ from gaussian_retina import (  # noqa: E402
     GaussianDatasetMapper,
     GaussianMapRenderer,
     ShelfDatasetMapper,
-    add_gaussian_retina_config,
 )
 from gaussian_retina.data.datasets import register_retail_dataset  # noqa: E402
+from gaussian_retina.engine.benchmark import (  # noqa: E402
+    append_report,
+    benchmark_cfg,
+    synthetic_training_input,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -61,16 +63,7 @@ TARGETS = {"inference": 1.02, "train GLN": 1.15, "train GDN": 1.35, "render 150 
 
 
 def build_cfg(arch, args):
-    cfg = get_cfg()
-    add_gaussian_retina_config(cfg)
-    cfg.merge_from_file(str(ROOT / "configs" / f"{arch}_R50.yaml"))
-    cfg.MODEL.WEIGHTS = ""
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.RESNETS.DEPTH = args.depth
-    if args.depth in (18, 34):
-        cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
-    cfg.merge_from_list(args.opts)
-    return cfg
+    return benchmark_cfg(f"{arch}_R50.yaml", depth=args.depth, device="cpu", opts=args.opts)
 
 
 def shelf_boxes(rng, num, height, width):
@@ -85,22 +78,9 @@ def shelf_boxes(rng, num, height, width):
 def make_input(cfg, args):
     """One image as the mapper would give it, with its boxes and Gaussian target."""
     height, width = args.size
-    rng = np.random.default_rng(0)
-    boxes = shelf_boxes(rng, args.boxes, height, width)
-    g = cfg.MODEL.GAUSSIAN
-    renderer = GaussianMapRenderer(
-        stride=g.OUT_STRIDE, template_size=g.TEMPLATE_SIZE, sigma=g.SIGMA, accumulate=g.ACCUMULATE
-    )
-    instances = Instances((height, width))
-    instances.gt_boxes = Boxes(torch.as_tensor(boxes))
-    instances.gt_classes = torch.zeros(len(boxes), dtype=torch.int64)
-    return {
-        "image": torch.as_tensor(rng.integers(0, 256, (3, height, width), dtype=np.uint8)),
-        "height": height,
-        "width": width,
-        "instances": instances,
-        "gaussian_map": torch.as_tensor(renderer(boxes, (height, width))),
-    }
+    boxes = shelf_boxes(np.random.default_rng(0), args.boxes, height, width)
+    renderer = GaussianDatasetMapper(cfg, is_train=True).gaussian_renderer
+    return synthetic_training_input(boxes, height, width, renderer=renderer)
 
 
 class NetworkForward(nn.Module):
@@ -456,11 +436,7 @@ def main():
         benchmark_render(args, lines)
     if not args.skip_loader:
         benchmark_loader(args, lines)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.output, "a") as f:
-            f.write("\n".join(lines) + "\n")
-        print(f"Appended to {args.output}")
+    append_report(args.output, lines)
 
 
 if __name__ == "__main__":

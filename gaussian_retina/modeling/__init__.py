@@ -1,3 +1,4 @@
+from .anchor_matching import ChunkedMatchingRetinaNet, match_anchors
 from .backbone import BottomUpFPN, build_gaussian_retinanet_resnet_fpn_backbone
 from .gaussian_branch import (
     GaussianDecoderNetwork,

@@ -2,11 +2,12 @@ import math
 
 import torch
 from detectron2.config import configurable
-from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
+from .anchor_matching import ChunkedMatchingRetinaNet
 from .gaussian_branch import build_gaussian_branch
 from .gaussian_loss import gaussian_map_loss
 
@@ -14,7 +15,7 @@ __all__ = ["GaussianRetinaNet"]
 
 
 @META_ARCH_REGISTRY.register()
-class GaussianRetinaNet(RetinaNet):
+class GaussianRetinaNet(ChunkedMatchingRetinaNet):
     """
     RetinaNet with the Gaussian-map branch of "Learning Gaussian Maps for Dense Object Detection"
     (Kant, BMVC 2021). The branch reads the backbone's features, predicts the map of object
@@ -51,7 +52,7 @@ class GaussianRetinaNet(RetinaNet):
             pos_thresh, neg_thresh, neg_ratio, min_negatives: see :func:`gaussian_map_loss`.
             gaussian_loss_normalize: ``normalize`` of :func:`gaussian_map_loss`.
             return_gaussian_map: in eval mode, also return the predicted map.
-            kwargs: see :class:`RetinaNet`.
+            kwargs: see :class:`ChunkedMatchingRetinaNet` and :class:`RetinaNet`.
         """
         super().__init__(**kwargs)
         self.gaussian_branch = gaussian_branch
@@ -143,7 +144,10 @@ class GaussianRetinaNet(RetinaNet):
             "gaussian/pos_pixels", (targets >= self.gaussian_loss_args["pos_thresh"]).sum().item()
             / len(batched_inputs)
         )
-        return gaussian_map_loss(pred_maps, targets, **self.gaussian_loss_args)
+        # The loss casts to float32, but inside an autocast region (AMPTrainer) an op it uses could
+        # be cast back down (matmul-like ops are): mining and loss run with autocast off.
+        with torch.autocast(device_type=pred_maps.device.type, enabled=False):
+            return gaussian_map_loss(pred_maps, targets, **self.gaussian_loss_args)
 
     def losses(self, *args, **kwargs):
         losses = super().losses(*args, **kwargs)

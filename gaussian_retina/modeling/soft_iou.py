@@ -12,13 +12,14 @@ from torch.nn import functional as F
 
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, batched_nms, cat
-from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.structures.boxes import matched_pairwise_iou
 from detectron2.utils.events import get_event_storage
 
+from .anchor_matching import ChunkedMatchingRetinaNet
 from .em_merger import em_merge
 
 __all__ = ["SoftIoURetinaNet", "SoftIoURetinaNetHead", "soft_iou_targets"]
@@ -105,7 +106,7 @@ def soft_iou_targets(
 
 
 @META_ARCH_REGISTRY.register()
-class SoftIoURetinaNet(RetinaNet):
+class SoftIoURetinaNet(ChunkedMatchingRetinaNet):
     """
     RetinaNet with the Soft-IoU layer and EM-Merger of Goldman et al. (CVPR 2019).
 
