@@ -9,23 +9,15 @@ Trains and evaluates gaussian-retina models (GLN, GDN and the baselines) with De
     python train_net.py --config-file configs/gln_R50.yaml --eval-only MODEL.WEIGHTS model.pth
 """
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 
-from gaussian_retina import add_gaussian_retina_config
-from gaussian_retina.data.datasets import set_bad_input_policy, set_coco_cache_dir
-from gaussian_retina.engine import Trainer
+from gaussian_retina.engine import Trainer, get_project_cfg
 
 
 def setup(args):
-    cfg = get_cfg()
-    add_gaussian_retina_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = get_project_cfg(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
-    set_bad_input_policy(cfg.DATASETS.BAD_INPUT_POLICY)
-    set_coco_cache_dir(cfg.DATASETS.COCO_JSON_CACHE_DIR)
     return cfg
 
 

@@ -1,6 +1,7 @@
 """
 gaussian-retina: RetinaNet with learned Gaussian maps for dense object detection, as a Detectron2
 project add-on. Importing the package registers its models, backbones and datasets.
+ARCHITECTURE.md gives the layout: the core, the shelves wing and the baselines wing.
 """
 def _require(module, how):
     try:
@@ -17,6 +18,7 @@ _require(
     "https://detectron2.readthedocs.io/en/latest/tutorials/install.html",
 )
 
+# The core: the paper's method on Detectron2.
 from .config import add_gaussian_retina_config
 from .data import (
     GaussianDatasetMapper,
@@ -25,6 +27,10 @@ from .data import (
     render_gaussian_map,
 )
 from .evaluation import DenseCOCOEvaluator
-from .modeling import GaussianRetinaNet, SoftIoURetinaNet, em_merge, gaussian_map_loss
+from .modeling import GaussianRetinaNet, gaussian_map_loss
+
+# The wings, imported here so that their datasets and models register with Detectron2.
+from . import shelves  # noqa: F401  registers the datasets
+from .baselines import SoftIoURetinaNet, add_baselines_config, em_merge
 
 __version__ = "0.1.0"

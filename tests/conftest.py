@@ -10,7 +10,7 @@ def synthetic_root(tmp_path_factory):
     A datasets root holding synthetic_shelves_train and _val, generated once per session (about
     10 s), for tests that run train_net.py or other processes: pass it as DETECTRON2_DATASETS.
     """
-    from gaussian_retina.data.datasets import register_synthetic_shelves
+    from gaussian_retina.shelves import register_synthetic_shelves
 
     root = str(tmp_path_factory.mktemp("datasets"))
     register_synthetic_shelves(root)

@@ -4,18 +4,16 @@ config merges, the R50 models build without weights, and every synthetic R18 mod
 step on the CPU, including an image with no objects, and runs one inference.
 """
 
-from pathlib import Path
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-import gaussian_retina.modeling.soft_iou  # noqa: F401  registers SoftIoURetinaNet
-from gaussian_retina.config import add_gaussian_retina_config
+from common import ROOT, get_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = ROOT / "configs"
+
 
 R50 = {
     "goldman_R50.yaml": "SoftIoURetinaNet",
@@ -30,12 +28,7 @@ R18 = {
 
 
 def _cfg(name):
-    cfg = get_cfg()
-    add_gaussian_retina_config(cfg)
-    cfg.merge_from_file(str(CONFIGS / name))
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.WEIGHTS = ""
-    return cfg
+    return get_config(name, "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "")
 
 
 @pytest.mark.parametrize("name", sorted({**R50, **R18}))

@@ -11,22 +11,15 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 from PIL import Image
 
-from gaussian_retina.config import add_gaussian_retina_config
-from gaussian_retina.data.datasets import (
+from common import get_config, set_bad_input_policy
+from gaussian_retina.shelves import (
     AnnotationError,
     detect_format,
-    get_bad_input_policy,
     register_retail_dataset,
-    set_bad_input_policy,
+    retail_dataset_spec,
 )
 
 SIZES = {"a.jpg": (40, 60), "b.jpg": (50, 30), "c.jpg": (32, 32)}  # name -> (h, w)
-
-
-@pytest.fixture(autouse=True)
-def _restore_policy():
-    yield
-    set_bad_input_policy("error")
 
 
 @pytest.fixture
@@ -139,7 +132,7 @@ def test_malformed_row_error_names_file_line_problem(tmp_path, images, row, reas
     assert detail in msg
     assert [(p.location, p.reason) for p in e.value.problems] == [("line 4", reason)]
 
-    set_bad_input_policy("skip")
+    set_bad_input_policy(name, "skip")
     dicts = DatasetCatalog.get(name)
     assert sum(len(d["annotations"]) for d in dicts) == len(SKU_ROWS)
 
@@ -156,7 +149,7 @@ def test_skip_policy_counts_every_drop_in_one_summary_line(tmp_path, images, cap
     ]
     ann = _write(tmp_path / "ann.csv", "\n".join(rows) + "\n")
     name = _register(tmp_path, images, ann)
-    set_bad_input_policy("skip")
+    set_bad_input_policy(name, "skip")
     with caplog.at_level(logging.INFO):
         dicts = DatasetCatalog.get(name)
     b = next(d for d in dicts if d["file_name"].endswith("b.jpg"))
@@ -180,7 +173,7 @@ def test_skip_policy_counts_every_drop_in_one_summary_line(tmp_path, images, cap
 def test_image_losing_all_rows_is_dropped_and_counted(tmp_path, images, caplog):
     ann = _write(tmp_path / "ann.csv", SKU_ROWS[0] + "\nc.jpg,40,40,50,50,object,32,32\n")
     name = _register(tmp_path, images, ann)
-    set_bad_input_policy("skip")
+    set_bad_input_policy(name, "skip")
     with caplog.at_level(logging.INFO):
         dicts = DatasetCatalog.get(name)
     assert [os.path.basename(d["file_name"]) for d in dicts] == ["b.jpg"]
@@ -203,7 +196,7 @@ def test_recorded_size_disagreeing_with_file(tmp_path, images):
 def test_nothing_usable_is_an_error_under_skip(tmp_path, images):
     ann = _write(tmp_path / "ann.csv", "zz.jpg,1,2,10,20,object,60,40\n")
     name = _register(tmp_path, images, ann)
-    set_bad_input_policy("skip")
+    set_bad_input_policy(name, "skip")
     with pytest.raises(AnnotationError, match="nothing usable"):
         DatasetCatalog.get(name)
 
@@ -320,13 +313,11 @@ def test_visualizer_draws_a_record(tmp_path, images):
 
 
 def test_policy_and_config_keys():
-    from detectron2.config import get_cfg
-
     with pytest.raises(ValueError, match="Unknown bad-input policy"):
-        set_bad_input_policy("ignore")
-    assert get_bad_input_policy() == "error"
-    cfg = get_cfg()
-    add_gaussian_retina_config(cfg)
+        register_retail_dataset("test_bad_policy", "images", "ann.csv", bad_input_policy="ignore")
+    register_retail_dataset("test_default_policy", "images", "ann.csv")
+    assert retail_dataset_spec("test_default_policy").bad_input_policy == "error"
+    cfg = get_config(None)
     assert cfg.DATASETS.BAD_INPUT_POLICY == "error"
     assert cfg.DATASETS.COCO_JSON_CACHE_DIR == ""
 
@@ -347,16 +338,12 @@ def test_predefined_splits_registered_without_data():
 
 
 def test_validate_dataset_reports_every_defect(tmp_path, images, capsys):
-    import importlib.util
+    from gaussian_retina.shelves import RetailDatasetSpec
+    from gaussian_retina.shelves.validate import validate_retail_dataset
 
-    spec = importlib.util.spec_from_file_location(
-        "validate_dataset",
-        os.path.join(os.path.dirname(__file__), "..", "tools", "validate_dataset.py"),
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     ann = _write(tmp_path / "ann.csv", "\n".join(SKU_ROWS + ["a.jpg,1,2,x,4,object,60,40"]) + "\n")
-    assert tool.main(["--image-root", str(images), "--annotations", str(ann)]) == 1
+    spec = RetailDatasetSpec("validate", str(images), str(ann))
+    assert validate_retail_dataset(spec) == 1
     out = capsys.readouterr().out
     assert f"{ann}, line 5: non-numeric field (x2 = 'x')" in out
     assert "1  rows dropped: non-numeric field" in out
@@ -366,7 +353,7 @@ def test_validate_dataset_reports_every_defect(tmp_path, images, capsys):
     data = (images / "big.jpg").read_bytes()
     (images / "big.jpg").write_bytes(data[: len(data) // 2])  # the header survives
     _write(ann, "\n".join(SKU_ROWS + ["big.jpg,1,2,30,40,object,640,480"]) + "\n")
-    assert tool.main(["--image-root", str(images), "--annotations", str(ann), "--decode"]) == 1
+    assert validate_retail_dataset(spec, decode=True) == 1
     out = capsys.readouterr().out
     assert "big.jpg: truncated JPEG" in out
     assert "1  images failing to decode: truncated JPEG" in out

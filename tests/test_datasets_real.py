@@ -7,28 +7,21 @@ import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog
 
-from gaussian_retina.data.datasets import (
+from common import SHARED_DATA, set_bad_input_policy
+from gaussian_retina.shelves import (
     AnnotationError,
     InputReport,
     register_retail_dataset,
-    set_bad_input_policy,
 )
-from gaussian_retina.data.datasets.retail_csv import parse_benchmark_csv
+from gaussian_retina.shelves.retail_csv import parse_benchmark_csv
 from gaussian_retina.data.image_reader import read_image_size, read_shelf_image
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TOBACCO = SHARED_DATA / "tobacco_shelves"
 BENCHMARK = SHARED_DATA / "benchmark_annotations"
 
 pytestmark = pytest.mark.skipif(
     not SHARED_DATA.is_dir(), reason=f"real shelf data absent: {SHARED_DATA}"
 )
-
-
-@pytest.fixture(autouse=True)
-def _restore_policy():
-    yield
-    set_bad_input_policy("error")
 
 
 def _register(tmp_path, image_root, annotations):
@@ -64,7 +57,7 @@ def test_benchmark_csv_with_most_images_missing(tmp_path):
     )
     assert len(e.value.problems) == 12451
 
-    set_bad_input_policy("skip")
+    set_bad_input_policy(name, "skip")
     kept = DatasetCatalog.get(name)
     assert (len(kept), sum(len(d["annotations"]) for d in kept)) == (24, 733)
     # The benchmark's rows for these 24 photos are the SKU-110K-layout file's boxes.

@@ -33,7 +33,7 @@ class _RecordSteps(HookBase):
 def _train(dataset_root, output_dir):
     import torch
 
-    from gaussian_retina.data.datasets import register_synthetic_shelves
+    from gaussian_retina.shelves import register_synthetic_shelves
     from gaussian_retina.engine import Trainer
 
     torch.set_num_threads(1)

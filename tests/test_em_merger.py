@@ -3,7 +3,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from gaussian_retina.modeling.em_merger import em_merge
+from gaussian_retina.baselines.em_merger import em_merge
 
 
 def _grid(rows, cols, w, h, x0=20.0, y0=20.0):

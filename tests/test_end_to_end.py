@@ -6,17 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
-from gaussian_retina import add_gaussian_retina_config
-from gaussian_retina.data.datasets.synthetic_scene import ShelfSceneParams
-from gaussian_retina.data.datasets.synthetic_shelves import generate_synthetic_shelves
+from common import get_config
+from gaussian_retina.shelves.synthetic_scene import ShelfSceneParams
+from gaussian_retina.shelves.synthetic_shelves import generate_synthetic_shelves
 
 from gaussian_retina.engine import Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
 
 NAME = "synthetic_shelves_e2e_tiny"
 
@@ -42,9 +40,7 @@ def tiny_split(tmp_path_factory):
 
 def test_tiny_run_learns(tiny_split, tmp_path):
     torch.set_num_threads(2)
-    cfg = get_cfg()
-    add_gaussian_retina_config(cfg)
-    cfg.merge_from_file(str(ROOT / "configs/synthetic/gln_R18.yaml"))
+    cfg = get_config("synthetic/gln_R18.yaml")
     # Learn the four training scenes (a check of the whole pipeline, not of generalisation).
     cfg.merge_from_list([
         "DATASETS.TRAIN", (tiny_split,), "DATASETS.TEST", (tiny_split,),

@@ -9,8 +9,8 @@ def test_hand_computed_with_mining():
     target = torch.tensor([[1.0, 0.6, 0.3, 0.0, 0.0, 0.0, 0.05, 0.1]])
     pred = torch.tensor([[0.5, 0.6, 0.9, 0.1, 0.7, 0.0, 0.45, 0.2]])
     # neg_ratio 1 keeps the 2 hardest negatives: errors 0.49 (pixel 4) and 0.16 (pixel 6).
-    loss = gaussian_map_loss(pred, target, pos_thresh=0.5, neg_thresh=0.1, neg_ratio=1.0,
-                             min_negatives=0)
+    loss = gaussian_map_loss(pred, target, normalize="batch", pos_thresh=0.5, neg_thresh=0.1,
+                             neg_ratio=1.0, min_negatives=0)
     expected = (0.25 + 0.0 + 0.49 + 0.16) / 4
     assert loss.item() == pytest.approx(expected)
 
@@ -20,7 +20,7 @@ def test_mining_picks_the_hardest_negatives():
     target[0, :2] = 1.0
     pred = torch.zeros(1, 100)
     pred[0, 50] = 0.9  # the one hard negative among 98 easy ones
-    loss = gaussian_map_loss(pred, target, neg_ratio=0.5, min_negatives=0)
+    loss = gaussian_map_loss(pred, target, neg_ratio=0.5, min_negatives=0, normalize="batch")
     # Positives have error 1 each; the single mined negative is the hard one.
     assert loss.item() == pytest.approx((1 + 1 + 0.81) / 3)
 
@@ -28,16 +28,16 @@ def test_mining_picks_the_hardest_negatives():
 def test_image_without_positives_uses_the_floor():
     target = torch.zeros(1, 1, 4, 4)
     pred = torch.arange(16, dtype=torch.float32).reshape(1, 1, 4, 4) / 16
-    loss = gaussian_map_loss(pred, target, min_negatives=3)
+    loss = gaussian_map_loss(pred, target, min_negatives=3, normalize="batch")
     hardest = pred.flatten().sort(descending=True).values[:3]
     assert loss.item() == pytest.approx((hardest**2).mean().item())
-    assert gaussian_map_loss(pred, target, min_negatives=0).item() == 0.0
+    assert gaussian_map_loss(pred, target, normalize="batch", min_negatives=0).item() == 0.0
 
 
 def test_padding_is_ignored_and_per_image_mining():
     target = torch.tensor([[1.0, 0.0, -1.0, -1.0], [1.0, 0.0, 0.0, 0.0]])
     pred = torch.tensor([[1.0, 0.5, 9.0, 9.0], [0.0, 0.2, 0.3, 0.1]])
-    loss = gaussian_map_loss(pred, target, neg_ratio=1.0, min_negatives=0)
+    loss = gaussian_map_loss(pred, target, neg_ratio=1.0, min_negatives=0, normalize="batch")
     # Image 0: positive err 0, negative 0.25 (padding never selected). Image 1: 1.0 and 0.09.
     assert loss.item() == pytest.approx((0 + 0.25 + 1.0 + 0.09) / 4)
 
@@ -49,18 +49,18 @@ def test_scale_does_not_depend_on_image_size():
     pred = torch.rand(1, 32, 32) * 0.1
     big_target = target.repeat(1, 4, 4)  # the same scene, 16 times
     big_pred = pred.repeat(1, 4, 4)
-    small = gaussian_map_loss(pred, target, min_negatives=16)
-    big = gaussian_map_loss(big_pred, big_target, min_negatives=16 * 16)
+    small = gaussian_map_loss(pred, target, min_negatives=16, normalize="batch")
+    big = gaussian_map_loss(big_pred, big_target, min_negatives=16 * 16, normalize="batch")
     assert big.item() == pytest.approx(small.item(), rel=1e-5)
 
 
 def test_gradient_flows_and_shapes_must_match():
     pred = torch.zeros(2, 1, 3, 3, requires_grad=True)
     target = torch.ones(2, 1, 3, 3)
-    gaussian_map_loss(pred, target).backward()
+    gaussian_map_loss(pred, target, normalize="batch").backward()
     assert torch.all(pred.grad < 0)
     with pytest.raises(ValueError, match="differ"):
-        gaussian_map_loss(pred, target[:, :, :2])
+        gaussian_map_loss(pred, target[:, :, :2], normalize="batch")
 
 
 def test_per_image_normalisation_weighs_positives_negatives_and_images_equally():

@@ -1,25 +1,16 @@
-from pathlib import Path
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import RetinaNet, build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from gaussian_retina import GaussianRetinaNet, add_gaussian_retina_config, render_gaussian_map
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
+from common import ROOT, get_config
+from gaussian_retina import GaussianRetinaNet, render_gaussian_map
 
 def _cfg(config="synthetic/gln_R18.yaml", **overrides):
-    cfg = get_cfg()
-    add_gaussian_retina_config(cfg)
-    cfg.merge_from_file(str(CONFIGS / config))
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.WEIGHTS = ""
-    cfg.merge_from_list([x for kv in overrides.items() for x in kv])
-    return cfg
+    return get_config(config, "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "",
+                      *[x for kv in overrides.items() for x in kv])
 
 
 def _input(boxes, h=160, w=200, seed=0):
@@ -31,6 +22,9 @@ def _input(boxes, h=160, w=200, seed=0):
         "instances": inst,
         "gaussian_map": torch.from_numpy(render_gaussian_map(boxes.numpy(), (h, w))),
     }
+
+
+CONFIGS = ROOT / "configs"
 
 
 @pytest.mark.parametrize("path", sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml")))
@@ -76,8 +70,8 @@ def test_loss_weights_scale_the_losses():
     results = []
     for weights in [(1.0, 1.0, 1.0), (2.0, 3.0, 0.5)]:
         torch.manual_seed(0)
-        cfg = _cfg(**{"MODEL.GAUSSIAN.CLS_LOSS_WEIGHT": weights[0],
-                      "MODEL.GAUSSIAN.REG_LOSS_WEIGHT": weights[1],
+        cfg = _cfg(**{"MODEL.RETINANET.CLS_LOSS_WEIGHT": weights[0],
+                      "MODEL.RETINANET.REG_LOSS_WEIGHT": weights[1],
                       "MODEL.GAUSSIAN.LOSS_WEIGHT": weights[2]})
         model = build_model(cfg).train()
         with EventStorage():

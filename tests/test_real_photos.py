@@ -1,22 +1,20 @@
 """
 The model and the targets on real shelf photographs from ../shared/data (see its README.md).
 """
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
-from gaussian_retina import GaussianDatasetMapper, add_gaussian_retina_config
-from gaussian_retina.data.datasets import register_retail_dataset
+from common import SHARED_DATA as DATA
+from common import get_config
+from gaussian_retina import GaussianDatasetMapper
+from gaussian_retina.shelves import register_retail_dataset
 from gaussian_retina.data.image_reader import read_shelf_image
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 pytestmark = pytest.mark.skipif(
     not DATA.is_dir(), reason=f"real shelf data not found at {DATA} (../shared/data)"
 )
@@ -35,10 +33,7 @@ def tobacco():
 
 
 def _cfg():
-    cfg = get_cfg()
-    add_gaussian_retina_config(cfg)
-    cfg.merge_from_file(str(ROOT / "configs/synthetic/gln_R18.yaml"))
-    return cfg
+    return get_config("synthetic/gln_R18.yaml")
 
 
 def test_targets_on_a_real_photo_peak_inside_every_box(tobacco):

@@ -1,29 +1,22 @@
-from pathlib import Path
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.utils.events import EventStorage
 
-from gaussian_retina.config import add_gaussian_retina_config
-from gaussian_retina.modeling.soft_iou import (
+from common import get_config
+from gaussian_retina.baselines.soft_iou import (
     SoftIoURetinaNet,
     SoftIoURetinaNetHead,
     soft_iou_targets,
 )
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "synthetic" / "goldman_R18.yaml"
 
 
 def _cfg(**soft_iou):
-    cfg = get_cfg()
-    add_gaussian_retina_config(cfg)
-    cfg.merge_from_file(str(CONFIG))
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.WEIGHTS = ""
+    cfg = get_config("synthetic/goldman_R18.yaml", "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "")
     for key, value in soft_iou.items():
         setattr(cfg.MODEL.SOFT_IOU, key, value)
     return cfg

@@ -5,6 +5,8 @@ registration, lazy generation and the atomic cache. Tiny splits only, generated 
 import glob
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,8 +15,10 @@ from detectron2.data.datasets import load_coco_json
 from detectron2.structures import BoxMode
 from pycocotools.coco import COCO
 
-import gaussian_retina.data.datasets.synthetic_shelves as ss
-from gaussian_retina.data.datasets.synthetic_scene import ShelfSceneParams, render_shelf_scene
+from common import ROOT
+
+import gaussian_retina.shelves.synthetic_shelves as ss
+from gaussian_retina.shelves.synthetic_scene import ShelfSceneParams, render_shelf_scene
 
 NUM = 4
 
@@ -233,11 +237,14 @@ def test_unknown_split_needs_num_images(tmp_path):
         ss.generate_synthetic_shelves(str(tmp_path), "test")
 
 
-def test_cli_pregenerates(tmp_path, capsys):
+def test_cli_pregenerates(tmp_path):
     example = tmp_path / "example.png"
-    ss.main(["--root", str(tmp_path), "--splits", "val", "--num-images", "1",
-             "--example", str(example)])
-    json_file = capsys.readouterr().out.splitlines()[0]
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "generate_synthetic_shelves.py"), "--root",
+         str(tmp_path), "--splits", "val", "--num-images", "1", "--example", str(example)],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    json_file = out.splitlines()[0]
     assert json_file == os.path.join(ss.synthetic_shelves_dir(str(tmp_path), "val", num_images=1),
                                      "annotations.json")
     assert os.path.isfile(json_file) and example.stat().st_size > 0

@@ -19,18 +19,13 @@ from pathlib import Path
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
-from gaussian_retina import add_gaussian_retina_config
-from gaussian_retina.data.datasets import (
-    register_retail_dataset,
-    set_bad_input_policy,
-    set_coco_cache_dir,
-)
+from gaussian_retina.engine import get_project_cfg
+from gaussian_retina.shelves import configure_shelf_datasets, register_retail_dataset
 from gaussian_retina.evaluation import paper_metric_names
 from gaussian_retina.evaluation.benchmark import evaluate_all
 
@@ -97,19 +92,13 @@ def main():
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
     args = parser.parse_args()
 
-    cfg = get_cfg()
-    add_gaussian_retina_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = get_project_cfg(args.config_file, args.opts)
     cfg.MODEL.WEIGHTS = args.weights
     if not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     setup_logger(name="detectron2")
     setup_logger(name="gaussian_retina")
-    # As train_net.setup: the dataset options of the config.
-    set_bad_input_policy(cfg.DATASETS.BAD_INPUT_POLICY)
-    set_coco_cache_dir(cfg.DATASETS.COCO_JSON_CACHE_DIR)
 
     output_dir = args.output_dir or os.path.join(cfg.OUTPUT_DIR, "benchmark")
     model = build_model(cfg)
@@ -120,6 +109,7 @@ def main():
         register_retail_dataset(name, image_root, annotations)
     names = (args.datasets or default_test_sets()) + [r[0] for r in args.register]
     logger.info(f"Evaluating {args.weights} on {len(names)} datasets: {', '.join(names)}")
+    configure_shelf_datasets(cfg, names)  # the config's bad-input policy and COCO json cache
     rows, missing = evaluate_all(cfg, model, names, output_dir, args.max_images)
     note = (
         f"{args.config_file}, weights {args.weights}, {cfg.TEST.DETECTIONS_PER_IMAGE} detections "

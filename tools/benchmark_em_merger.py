@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """
-Time gaussian_retina.modeling.em_merger.em_merge on one CPU thread, per image, for a given
+Time gaussian_retina.baselines.em_merger.em_merge on one CPU thread, per image, for a given
 number of candidate boxes (default 1,000), on two layouts at test-time scale (short side 800):
 
 - "real": the densest image of the generic product-detection benchmark's ground truth
@@ -17,17 +17,16 @@ kept (which should be close to the number of objects).
 """
 
 import argparse
-import csv
 import os
 import platform
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from gaussian_retina.modeling.em_merger import em_merge
+from gaussian_retina.baselines.em_merger import em_merge
+from gaussian_retina.shelves.retail_csv import read_box_csv
 
 SHORT_SIDE = 800
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmark_annotations"
@@ -48,19 +47,12 @@ def densest_real_layout(data_dir: Path):
     """(N, 4) boxes of the image with the most boxes among ``data_dir/*.csv``, and its name."""
     best = (0, None, None)
     for path in sorted(data_dir.glob("*.csv")):
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        counts = Counter(r["image_name"] for r in rows)
-        name, count = counts.most_common(1)[0]
-        if count > best[0]:
-            boxes = np.array(
-                [
-                    [float(r[k]) for k in ("x1", "y1", "x2", "y2")]
-                    for r in rows
-                    if r["image_name"] == name
-                ]
-            )
-            best = (count, f"{path.name}:{name}", boxes)
+        table = read_box_csv(str(path))
+        counts = np.bincount(table.box_image, minlength=len(table.image_names))
+        densest = int(counts.argmax())
+        if counts[densest] > best[0]:
+            boxes = table.boxes[table.box_image == densest]
+            best = (counts[densest], f"{path.name}:{table.image_names[densest]}", boxes)
     return best[2], best[1]
 
 

@@ -17,18 +17,15 @@ import logging
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from detectron2.data import DatasetCatalog
+from PIL import Image
 
-from detectron2.data import DatasetCatalog  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from gaussian_retina.data.datasets import register_retail_dataset  # noqa: E402
+from gaussian_retina.shelves import register_retail_dataset
 
 
 def write_sku110k_like(folder, num_images, boxes_per_image, seed=0):

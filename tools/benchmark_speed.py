@@ -4,7 +4,7 @@ Speed and cost of GLN and GDN against RetinaNet, measured side by side in one ru
 
 1. training-step time (forward, backward, SGD step) and inference time on the same input,
    as ratios to RetinaNet;
-2. parameters and FLOPs (fvcore's FlopCountAnalysis of the network's forward pass);
+2. parameters and FLOPs (Detectron2's flop_count_operators of one inference);
 3. Gaussian-map rendering time against the number of boxes;
 4. data-loader throughput (the mapper, per worker) with and without the heatmap targets.
 
@@ -39,7 +39,7 @@ import torch  # noqa: E402
 from detectron2.data import DatasetCatalog  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
-from fvcore.nn import FlopCountAnalysis  # noqa: E402
+from detectron2.utils.analysis import flop_count_operators  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -48,7 +48,10 @@ from gaussian_retina import (  # noqa: E402
     GaussianMapRenderer,
     ShelfDatasetMapper,
 )
-from gaussian_retina.data.datasets import register_retail_dataset  # noqa: E402
+from gaussian_retina.shelves import (  # noqa: E402
+    configure_shelf_datasets,
+    register_retail_dataset,
+)
 from gaussian_retina.engine.benchmark import (  # noqa: E402
     append_report,
     benchmark_cfg,
@@ -83,32 +86,18 @@ def make_input(cfg, args):
     return synthetic_training_input(boxes, height, width, renderer=renderer)
 
 
-class NetworkForward(nn.Module):
-    """
-    The network's forward pass without losses or post-processing: backbone and head, plus the
-    Gaussian branch when ``with_branch`` (training). Input (N, 3, H, W), normalized.
-    """
-
-    def __init__(self, model, with_branch):
-        super().__init__()
-        self.model = model
-        self.with_branch = with_branch and hasattr(model, "gaussian_branch")
-
-    def forward(self, images):
-        features = self.model.backbone(images)
-        logits, deltas = self.model.head([features[f] for f in self.model.head_in_features])
-        outputs = list(logits) + list(deltas)
-        if self.with_branch:
-            outputs.append(self.model.gaussian_branch(features))
-        return tuple(outputs)
-
-
 def gflops(model, image, with_branch):
-    images = model.preprocess_image([{"image": image}]).tensor
-    analysis = FlopCountAnalysis(NetworkForward(model, with_branch).eval(), (images,))
-    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    with torch.no_grad():
-        return analysis.total() / 1e9
+    """
+    Detectron2's operator FLOP count of one inference, the Gaussian branch included when
+    ``with_branch`` (it runs only in training; ``return_gaussian_map`` runs it at test time).
+    """
+    if hasattr(model, "return_gaussian_map"):
+        model.return_gaussian_map = with_branch
+    try:
+        return sum(flop_count_operators(model, [{"image": image}]).values())
+    finally:
+        if hasattr(model, "return_gaussian_map"):
+            model.return_gaussian_map = False
 
 
 def emit(lines, block):
@@ -271,7 +260,7 @@ def benchmark_models(args, lines):
 
 def benchmark_render(args, lines):
     height, width = 800, 1333
-    renderer = GaussianMapRenderer(stride=2, template_size=120, sigma=40.0, accumulate="sum")
+    renderer = GaussianMapRenderer()  # the paper's template
     rng = np.random.default_rng(0)
     rows = []
     for num in args.render_boxes:
@@ -313,6 +302,7 @@ def benchmark_loader(args, lines):
         args.loader_dataset = _LOADER_DATASET
         register_retail_dataset(args.loader_dataset, image_root, annotations)
     cfg = build_cfg("gln", args)
+    configure_shelf_datasets(cfg, [args.loader_dataset])
     records = DatasetCatalog.get(args.loader_dataset)[: args.loader_images]
     records = [records[i % len(records)] for i in range(args.loader_images)]
     without = ShelfDatasetMapper(cfg, is_train=True)

@@ -346,14 +346,10 @@ def yolo_as_detectron2(weights, imgsz, conf, iou, max_det, input_format):
 # ----------------------------------------------------------------------------------------------
 def build_cfg(config_file, opts=()):
     import torch
-    from detectron2.config import get_cfg
 
-    from gaussian_retina import add_gaussian_retina_config
+    from gaussian_retina.engine import get_project_cfg
 
-    cfg = get_cfg()
-    add_gaussian_retina_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    cfg = get_project_cfg(config_file, opts)
     if not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     return cfg
@@ -445,11 +441,7 @@ def main():
     from detectron2.modeling import build_model
     from detectron2.utils.logger import setup_logger
 
-    from gaussian_retina.data.datasets import (
-        register_retail_dataset,
-        set_bad_input_policy,
-        set_coco_cache_dir,
-    )
+    from gaussian_retina.shelves import configure_shelf_datasets, register_retail_dataset
     from gaussian_retina.evaluation.benchmark import evaluate_all
 
     setup_logger(name="detectron2")
@@ -461,12 +453,11 @@ def main():
     import_ultralytics(output_dir / "ultralytics_config")  # exits with the install line if absent
 
     cfg = build_cfg(args.ours[0] if args.ours else args.test_config)
-    set_bad_input_policy(cfg.DATASETS.BAD_INPUT_POLICY)
-    set_coco_cache_dir(cfg.DATASETS.COCO_JSON_CACHE_DIR)
     max_dets = cfg.TEST.DETECTIONS_PER_IMAGE
     if REAL_SET not in DatasetCatalog.list():
         root = Path(args.tobacco_root)
         register_retail_dataset(REAL_SET, str(root / "images"), str(root / "annotations.csv"))
+    configure_shelf_datasets(cfg, [VAL_SET, REAL_SET])  # the config's bad-input policy
 
     # 1-2. Export and train (or reuse a checkpoint).
     run_dir = output_dir / "train"

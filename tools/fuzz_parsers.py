@@ -31,17 +31,16 @@ import traceback
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from gaussian_retina.data.datasets.bad_input import AnnotationError  # noqa: E402
-from gaussian_retina.data.datasets.box_table import table_to_dicts  # noqa: E402
-from gaussian_retina.data.datasets.register import (  # noqa: E402
+from gaussian_retina.shelves.bad_input import AnnotationError
+from gaussian_retina.shelves.box_table import table_to_dicts
+from gaussian_retina.shelves.register import (
     RetailDatasetSpec,
     load_retail_table,
 )
-from gaussian_retina.data.datasets.retail_csv import (  # noqa: E402
+from gaussian_retina.shelves.retail_csv import (
     BENCHMARK_COLUMNS,
     SKU110K_COLUMNS,
+    read_box_csv,
 )
 
 SHARED_DATA = os.path.join(
@@ -184,24 +183,20 @@ def _write_seeds(work):
             os.path.join(tob, "exif_stale", "images"),
         ),
     }
-    rows = [r.split(",") for r in open(seeds["sku110k"][0]).read().split()]
-    by_image = collections.defaultdict(list)
-    for r in rows:
-        by_image[r[0]].append(r)
-    names = sorted(by_image)
+    table = read_box_csv(seeds["sku110k"][0])
     coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "object"}]}
     labels = os.path.join(work, "seed_labels")
     os.makedirs(labels)
-    for i, n in enumerate(names, 1):
-        w, h = int(by_image[n][0][6]), int(by_image[n][0][7])
-        coco["images"].append({"id": i, "file_name": n, "height": h, "width": w})
+    for i in np.argsort(table.image_names).tolist():
+        n = table.image_names[i]
+        h, w = (int(v) for v in table.image_hw[i])
+        coco["images"].append({"id": i + 1, "file_name": n, "height": h, "width": w})
         yolo = []
-        for r in by_image[n]:
-            x1, y1, x2, y2 = map(float, r[1:5])
+        for x1, y1, x2, y2 in table.boxes[table.box_image == i].tolist():
             coco["annotations"].append(
                 {
                     "id": len(coco["annotations"]) + 1,
-                    "image_id": i,
+                    "image_id": i + 1,
                     "bbox": [x1, y1, x2 - x1, y2 - y1],
                     "category_id": 1,
                 }

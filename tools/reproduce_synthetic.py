@@ -9,7 +9,7 @@ paper's columns as mean and standard deviation over seeds.
 Runs that already finished (their metrics.json holds the final evaluation) are not run again, so
 the command can be resumed or extended with more seeds or configs. A run whose training finished
 (model_final.pth) but whose final evaluation did not is only evaluated, with train_net.py
---eval-only; its result goes to final_eval.json beside metrics.json.
+--eval-only; the evaluator writes its figures to inference/<dataset>/bbox_metrics.json.
 """
 
 import argparse
@@ -22,6 +22,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from gaussian_retina.evaluation import paper_metric_names
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIGS = [
     "configs/synthetic/retinanet_R18.yaml",
@@ -31,13 +33,13 @@ DEFAULT_CONFIGS = [
     "configs/synthetic/faster_rcnn_R18.yaml",
     "configs/synthetic/mask_rcnn_R18.yaml",
 ]
-COLUMNS = ["AP", "AP50", "AP75", "AR300", "AR300@50"]
+COLUMNS = paper_metric_names()
 
 
 def final_metrics(output_dir: Path):
     """
-    The last evaluation in a run's metrics.json (or, failing that, its final_eval.json), as
-    {column: percent}, or None.
+    The last evaluation in a run's metrics.json (or, for an --eval-only run, the evaluator's
+    inference/<dataset>/bbox_metrics.json), as {column: percent}, or None.
     """
     path = output_dir / "metrics.json"
     found = None
@@ -46,24 +48,13 @@ def final_metrics(output_dir: Path):
             row = json.loads(line)
             if "bbox/AP" in row:
                 found = {c: row.get(f"bbox/{c}", float("nan")) for c in COLUMNS}
-    if found is None and (output_dir / "final_eval.json").is_file():
+    if found is None:
+        for path in sorted(output_dir.glob("inference/*/bbox_metrics.json")):
+            row = json.loads(path.read_text())
+            found = {c: row.get(c, float("nan")) for c in COLUMNS}
+    if found is None and (output_dir / "final_eval.json").is_file():  # runs of earlier versions
         found = json.loads((output_dir / "final_eval.json").read_text())
     return found
-
-
-def copypaste_metrics(log_text: str):
-    """
-    The bbox metrics of Detectron2's ``print_csv_format`` lines ("copypaste: Task: bbox", then
-    the names, then the values) in a log, as {column: percent}, or None.
-    """
-    lines = [
-        line.split("copypaste: ", 1)[1] for line in log_text.splitlines() if "copypaste: " in line
-    ]
-    for i, line in enumerate(lines[:-2]):
-        if line.strip() == "Task: bbox":
-            row = dict(zip(lines[i + 1].split(","), map(float, lines[i + 2].split(","))))
-            return {c: row.get(c, float("nan")) for c in COLUMNS}
-    return None
 
 
 def run_one(config: str, seed: int, out: Path, threads: int, opts):
@@ -83,11 +74,7 @@ def run_one(config: str, seed: int, out: Path, threads: int, opts):
     with open(log_path, "w") as log:
         rc = subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     wall = time.time() - start
-    if eval_only:
-        metrics = copypaste_metrics(log_path.read_text())
-        if metrics is not None:
-            (out / "final_eval.json").write_text(json.dumps(metrics) + "\n")
-    else:
+    if not eval_only:
         (out / "wall_time_s.txt").write_text(f"{wall:.1f}\n")
     if rc != 0:
         print(f"FAILED ({rc}): {' '.join(cmd)}; see {log_path}", flush=True)

@@ -21,16 +21,13 @@ optionally read from a CSV in the SKU-110K layout (image_name,x1,y1,x2,y2,...; h
 """
 
 import argparse
-import csv
 import io
 import logging
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.data.transforms import ResizeShortestEdge
 from detectron2.engine import DefaultPredictor
@@ -39,9 +36,11 @@ from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
 from PIL import Image
 
-import gaussian_retina
-from gaussian_retina import GaussianMapRenderer, add_gaussian_retina_config
+from gaussian_retina.data import build_gaussian_renderer
 from gaussian_retina.data.image_reader import read_shelf_image
+from gaussian_retina.engine import get_project_cfg
+from gaussian_retina.shelves import configure_shelf_datasets
+from gaussian_retina.shelves.retail_csv import read_box_csv
 
 logger = logging.getLogger("gaussian_retina.visualize")
 
@@ -146,30 +145,21 @@ def save_png(image_rgb, path, max_bytes=1_000_000):
 # Inputs
 # --------------------------------------------------------------------------------------------
 def read_csv_boxes(csv_file, image_name):
-    """
-    Boxes of ``image_name`` in a SKU-110K-layout CSV (image_name,x1,y1,x2,y2,...; a header line
-    is allowed). Returns (N, 4) float32 XYXY; raises ValueError naming the file and line.
-    """
-    boxes = []
-    with open(csv_file, newline="") as f:
-        for line_no, row in enumerate(csv.reader(f), 1):
-            if not row or (line_no == 1 and row[0] == "image_name") or row[0] != image_name:
-                continue
-            try:
-                boxes.append([float(v) for v in row[1:5]])
-            except (ValueError, IndexError) as e:
-                raise ValueError(f"{csv_file}, line {line_no}: bad box {row[1:5]} ({e})") from None
-    if not boxes:
+    """(N, 4) float32 XYXY boxes of ``image_name`` in a SKU-110K or benchmark CSV."""
+    table = read_box_csv(csv_file)
+    index = table.image_names.index(image_name) if image_name in table.image_names else -1
+    if index < 0:
         logger.warning(f"{csv_file} has no boxes for {image_name}")
-    return np.asarray(boxes, np.float32).reshape(-1, 4)
+    return table.boxes[table.box_image == index].astype(np.float32).reshape(-1, 4)
 
 
-def load_example(args):
+def load_example(args, cfg):
     """
     Returns:
         str: a name for the image; (H, W, 3) uint8 BGR image; (N, 4) XYXY ground truth or None.
     """
     if args.dataset:
+        configure_shelf_datasets(cfg, [args.dataset])
         records = DatasetCatalog.get(args.dataset)
         if not 0 <= args.index < len(records):
             raise IndexError(f"--index {args.index}: {args.dataset} has {len(records)} images")
@@ -188,10 +178,7 @@ def load_example(args):
 
 
 def build_predictor(config_file, weights, opts=()):
-    cfg = get_cfg()
-    add_gaussian_retina_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    cfg = get_project_cfg(config_file, opts)
     cfg.MODEL.WEIGHTS = weights
     cfg.MODEL.GAUSSIAN.RETURN_MAP_AT_TEST = True  # ignored by models without the branch
     if not torch.cuda.is_available():
@@ -221,13 +208,10 @@ def gt_map(cfg, gt_boxes, image_size):
     (INPUT.MIN/MAX_SIZE_TEST), as the mapper does, so it lines up with the predicted map.
     """
     h, w = image_size
-    g = cfg.MODEL.GAUSSIAN
     new_h, new_w = ResizeShortestEdge.get_output_shape(
         h, w, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST
     )
-    renderer = GaussianMapRenderer(
-        stride=g.OUT_STRIDE, template_size=g.TEMPLATE_SIZE, sigma=g.SIGMA, accumulate=g.ACCUMULATE
-    )
+    renderer = build_gaussian_renderer(cfg)
     scale = np.array([new_w / w, new_h / h, new_w / w, new_h / h], np.float32)
     return renderer(gt_boxes * scale, (new_h, new_w))
 
@@ -245,11 +229,8 @@ def resize_for_figure(image_bgr, boxes_list, height):
 # Modes
 # --------------------------------------------------------------------------------------------
 def figure_gt(args):
-    cfg = get_cfg()
-    add_gaussian_retina_config(cfg)
-    if args.config_file:
-        cfg.merge_from_file(args.config_file[0])
-    name, image, gt = load_example(args)
+    cfg = get_project_cfg(args.config_file[0] if args.config_file else None)
+    name, image, gt = load_example(args, cfg)
     if gt is None:
         raise ValueError("gt mode needs ground truth: --dataset, or --image with --annotations")
     target = gt_map(cfg, gt, image.shape[:2])
@@ -267,7 +248,7 @@ def figure_gt(args):
 
 def figure_predict(args):
     cfg, predictor = build_predictor(args.config_file[0], args.weights[0], args.opts)
-    name, image, gt = load_example(args)
+    name, image, gt = load_example(args, cfg)
     pred, pred_map = predict(predictor, image, args.score_thresh)
     rgb, (boxes, gt_small) = resize_for_figure(image, [pred, gt], args.height)
     title = f"{args.names[0] if args.names else name}: {len(pred)} predictions (red)"
@@ -290,7 +271,7 @@ def figure_compare(args):
     names = args.names or [Path(c).stem for c in args.config_file]
     if not len(names) == len(args.config_file) == len(args.weights):
         raise ValueError("compare needs as many --weights (and --names) as --config-file")
-    name, image, gt = load_example(args)
+    name, image, gt = load_example(args, get_project_cfg(args.config_file[0], args.opts))
     panels = []
     for model_name, config_file, weights in zip(names, args.config_file, args.weights):
         _, predictor = build_predictor(config_file, weights, args.opts)

@@ -1,3 +1,3 @@
-from . import datasets  # noqa: F401  registers the datasets
-from .dataset_mapper import GaussianDatasetMapper, ShelfDatasetMapper
+from .dataset_mapper import GaussianDatasetMapper, ShelfDatasetMapper, build_gaussian_renderer
 from .gaussian_target import GaussianMapRenderer, render_gaussian_map
+from .image_reader import BadImageError, read_image_size, read_shelf_image

@@ -12,7 +12,7 @@ from detectron2.structures import BoxMode
 from .gaussian_target import GaussianMapRenderer
 from .image_reader import BadImageError, read_shelf_image
 
-__all__ = ["ShelfDatasetMapper", "GaussianDatasetMapper"]
+__all__ = ["ShelfDatasetMapper", "GaussianDatasetMapper", "build_gaussian_renderer"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,13 +119,7 @@ class GaussianDatasetMapper(ShelfDatasetMapper):
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
         ret = super().from_config(cfg, is_train)
-        g = cfg.MODEL.GAUSSIAN
-        ret["gaussian_renderer"] = GaussianMapRenderer(
-            stride=g.OUT_STRIDE,
-            template_size=g.TEMPLATE_SIZE,
-            sigma=g.SIGMA,
-            accumulate=g.ACCUMULATE,
-        )
+        ret["gaussian_renderer"] = build_gaussian_renderer(cfg)
         return ret
 
     def __call__(self, dataset_dict):
@@ -137,3 +131,11 @@ class GaussianDatasetMapper(ShelfDatasetMapper):
                 self.gaussian_renderer(boxes, image_size)
             )
         return dataset_dict
+
+
+def build_gaussian_renderer(cfg) -> GaussianMapRenderer:
+    """The target renderer that ``cfg.MODEL.GAUSSIAN`` describes."""
+    g = cfg.MODEL.GAUSSIAN
+    return GaussianMapRenderer(
+        stride=g.OUT_STRIDE, template_size=g.TEMPLATE_SIZE, sigma=g.SIGMA, accumulate=g.ACCUMULATE
+    )

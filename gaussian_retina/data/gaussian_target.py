@@ -115,20 +115,9 @@ class GaussianMapRenderer:
         return out
 
 
-def render_gaussian_map(
-    boxes,
-    image_size: Tuple[int, int],
-    *,
-    stride: int = 2,
-    template_size: int = 120,
-    sigma: float = 40.0,
-    accumulate: str = "sum",
-) -> np.ndarray:
+def render_gaussian_map(boxes, image_size: Tuple[int, int], **renderer_args) -> np.ndarray:
     """
-    Functional form of :class:`GaussianMapRenderer`; see there for the arguments. Build a
-    renderer once instead when rendering many images.
+    Functional form of :class:`GaussianMapRenderer`, whose keyword arguments (and defaults)
+    ``renderer_args`` are. Build a renderer once instead when rendering many images.
     """
-    renderer = GaussianMapRenderer(
-        stride=stride, template_size=template_size, sigma=sigma, accumulate=accumulate
-    )
-    return renderer(boxes, image_size)
+    return GaussianMapRenderer(**renderer_args)(boxes, image_size)

@@ -14,16 +14,15 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from detectron2.config import get_cfg
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer
 from detectron2.modeling import META_ARCH_REGISTRY, RetinaNet, build_model
 from detectron2.modeling.backbone.resnet import BasicBlock, BottleneckBlock
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from ..config import add_gaussian_retina_config
 from ..data import GaussianDatasetMapper
 from ..modeling import GaussianRetinaNet
+from .project_config import get_project_cfg
 
 __all__ = [
     "device_description",
@@ -75,10 +74,8 @@ def benchmark_cfg(config_file: str, *, depth: int = 50, device: str = "cpu", opt
     The cfg of ``config_file`` (a path, or a name under configs/) without pretrained weights, on
     ``device``, with a ResNet of ``depth``; then ``opts`` (KEY VALUE ...).
     """
-    cfg = get_cfg()
-    add_gaussian_retina_config(cfg)
     path = Path(config_file)
-    cfg.merge_from_file(str(path if path.is_file() else CONFIGS / config_file))
+    cfg = get_project_cfg(path if path.is_file() else CONFIGS / config_file)
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = device
     cfg.MODEL.RESNETS.DEPTH = depth

@@ -14,6 +14,7 @@ from detectron2.utils import comm
 from ..data import GaussianDatasetMapper, ShelfDatasetMapper
 from ..evaluation import DenseCOCOEvaluator
 from ..modeling import GaussianRetinaNet
+from ..shelves import configure_shelf_datasets
 
 __all__ = ["Trainer", "create_ddp_model"]
 
@@ -48,7 +49,8 @@ class Trainer(DefaultTrainer):
     DefaultTrainer with the shelf mappers (Gaussian targets for training models with the branch),
     :class:`DenseCOCOEvaluator` (AP, AP50, AP75, AR300, AR300@50 at TEST.DETECTIONS_PER_IMAGE),
     and DDP on CPU-only machines. The Trainer, not the data code, knows which models need the
-    Gaussian targets, so data never imports modeling.
+    Gaussian targets, so data never imports modeling. Every loader and evaluator first gives
+    its shelf datasets the cfg's input options (bad-input policy, COCO json cache).
     """
 
     def __init__(self, cfg):
@@ -57,6 +59,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        configure_shelf_datasets(cfg, [dataset_name])
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return DenseCOCOEvaluator(
@@ -65,6 +68,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
+        configure_shelf_datasets(cfg, cfg.DATASETS.TRAIN)
         if issubclass(META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE), GaussianRetinaNet):
             mapper = GaussianDatasetMapper(cfg, is_train=True)
         else:
@@ -73,6 +77,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
+        configure_shelf_datasets(cfg, [dataset_name])
         return build_detection_test_loader(
             cfg, dataset_name, mapper=ShelfDatasetMapper(cfg, is_train=False)
         )

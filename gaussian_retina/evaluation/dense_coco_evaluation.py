@@ -3,11 +3,14 @@ COCO evaluation with the columns of the paper's tables (Kant, BMVC 2021; SKU-110
 AP, AP50, AP75 at 300 detections per image, AR300 and AR300@50.
 """
 
+import json
 import logging
+import os
 from collections import OrderedDict
 
 import numpy as np
 from detectron2.evaluation import COCOEvaluator
+from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 
 __all__ = ["DenseCOCOEvaluator", "paper_metric_names", "paper_metrics"]
@@ -184,6 +187,11 @@ class DenseCOCOEvaluator(COCOEvaluator):
             + create_small_table(paper_metrics(results, self._max_dets))
         )
         self._warn_if_capped()
+        if self._output_dir:
+            # Kept beside the predictions so scripts read the figures instead of the log.
+            path = os.path.join(self._output_dir, f"{iou_type}_metrics.json")
+            with PathManager.open(path, "w") as f:
+                json.dump(results, f)
         return results
 
     def _warn_if_capped(self):

@@ -8,5 +8,3 @@ from .gaussian_branch import (
 )
 from .gaussian_loss import gaussian_map_loss
 from .meta_arch import GaussianRetinaNet
-from .em_merger import em_merge
-from .soft_iou import SoftIoURetinaNet, SoftIoURetinaNetHead, soft_iou_targets

@@ -103,11 +103,11 @@ class GaussianLayerNetwork(nn.Module):
         *,
         input_shape: Dict[str, ShapeSpec],
         in_features: List[str] = ("res2", "p3"),
-        layer_channels: int = 64,
-        subnet_channels: int = 32,
-        num_subnet_convs: int = 2,
-        out_stride: int = 2,
-        norm: str = "BN",
+        layer_channels: int,
+        subnet_channels: int,
+        num_subnet_convs: int,
+        out_stride: int,
+        norm: str,
     ):
         """
         Args:
@@ -160,11 +160,11 @@ class GaussianDecoderNetwork(nn.Module):
         *,
         input_shape: Dict[str, ShapeSpec],
         in_features: List[str] = ("res2", "res3", "res4", "res5"),
-        decoder_channels: List[int] = (128, 64, 64, 64),
-        subnet_channels: int = 32,
-        num_subnet_convs: int = 2,
-        out_stride: int = 2,
-        norm: str = "BN",
+        decoder_channels: List[int],
+        subnet_channels: int,
+        num_subnet_convs: int,
+        out_stride: int,
+        norm: str,
     ):
         """
         Args:

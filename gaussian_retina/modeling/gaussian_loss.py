@@ -12,7 +12,7 @@ def gaussian_map_loss(
     neg_thresh: float = 0.1,
     neg_ratio: float = 3.0,
     min_negatives: int = 256,
-    normalize: str = "batch",
+    normalize: str,
 ) -> Tensor:
     """
     The paper's eq. 3: mean squared error over positive pixels and mined hard negatives.

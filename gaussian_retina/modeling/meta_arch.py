@@ -31,19 +31,22 @@ class GaussianRetinaNet(ChunkedMatchingRetinaNet):
         self,
         *,
         gaussian_branch: nn.Module,
-        gaussian_stride: int = 2,
-        gaussian_loss_weight: float = 1.0,
-        cls_loss_weight: float = 1.0,
-        reg_loss_weight: float = 1.0,
-        pos_thresh: float = 0.5,
-        neg_thresh: float = 0.1,
-        neg_ratio: float = 3.0,
-        min_negatives: int = 256,
-        gaussian_loss_normalize: str = "batch",
+        gaussian_stride: int,
+        gaussian_loss_weight: float,
+        cls_loss_weight: float,
+        reg_loss_weight: float,
+        pos_thresh: float,
+        neg_thresh: float,
+        neg_ratio: float,
+        min_negatives: int,
+        gaussian_loss_normalize: str,
         return_gaussian_map: bool = False,
         **kwargs,
     ):
         """
+        The loss arguments have no defaults here: their defaults are the config's
+        (:func:`add_gaussian_retina_config`), written once.
+
         Args:
             gaussian_branch: maps the backbone's output dict to (N, 1, H/s, W/s).
             gaussian_stride: s, the stride of the branch's output.
@@ -77,8 +80,8 @@ class GaussianRetinaNet(ChunkedMatchingRetinaNet):
             gaussian_branch=build_gaussian_branch(cfg, ret["backbone"].output_shape()),
             gaussian_stride=g.OUT_STRIDE,
             gaussian_loss_weight=g.LOSS_WEIGHT,
-            cls_loss_weight=g.CLS_LOSS_WEIGHT,
-            reg_loss_weight=g.REG_LOSS_WEIGHT,
+            cls_loss_weight=cfg.MODEL.RETINANET.CLS_LOSS_WEIGHT,
+            reg_loss_weight=cfg.MODEL.RETINANET.REG_LOSS_WEIGHT,
             pos_thresh=g.POS_THRESH,
             neg_thresh=g.NEG_THRESH,
             neg_ratio=g.NEG_RATIO,

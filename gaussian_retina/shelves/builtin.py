@@ -1,11 +1,13 @@
 """
-The predefined retail splits, registered under ``$DETECTRON2_DATASETS`` (default
-``./datasets``) as Detectron2's own ``builtin.py`` does. See datasets/README.md for the trees.
+The predefined splits (SKU-110K, the product-detection benchmark, the synthetic shelves),
+registered under ``$DETECTRON2_DATASETS`` (default ``./datasets``) as Detectron2's own
+``builtin.py`` does. See datasets/README.md for the trees.
 """
 
 import os
 
 from .register import register_retail_dataset
+from .synthetic_shelves import register_synthetic_shelves
 
 __all__ = ["register_all_sku110k", "register_all_product_benchmark", "register_all_retail"]
 
@@ -61,3 +63,4 @@ def register_all_product_benchmark(root: str) -> None:
 def register_all_retail(root: str) -> None:
     register_all_sku110k(root)
     register_all_product_benchmark(root)
+    register_synthetic_shelves(root)

@@ -11,7 +11,7 @@ from typing import List
 
 import numpy as np
 
-from ..image_reader import BadImageError, read_image_size
+from ..data.image_reader import BadImageError, read_image_size
 from .bad_input import AnnotationError, InputReport
 from .box_table import BoxTable
 from .retail_csv import _NUMBER

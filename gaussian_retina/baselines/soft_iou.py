@@ -19,7 +19,7 @@ from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.structures.boxes import matched_pairwise_iou
 from detectron2.utils.events import get_event_storage
 
-from .anchor_matching import ChunkedMatchingRetinaNet
+from ..modeling.anchor_matching import ChunkedMatchingRetinaNet
 from .em_merger import em_merge
 
 __all__ = ["SoftIoURetinaNet", "SoftIoURetinaNetHead", "soft_iou_targets"]

@@ -19,7 +19,14 @@ import numpy as np
 from .bad_input import AnnotationError, InputReport
 from .box_table import BoxTable
 
-__all__ = ["SKU110K_COLUMNS", "BENCHMARK_COLUMNS", "parse_sku110k_csv", "parse_benchmark_csv"]
+__all__ = [
+    "SKU110K_COLUMNS",
+    "BENCHMARK_COLUMNS",
+    "parse_sku110k_csv",
+    "parse_benchmark_csv",
+    "read_box_csv",
+    "sniff_csv_format",
+]
 
 SKU110K_COLUMNS = ("image_name", "x1", "y1", "x2", "y2", "class", "image_width", "image_height")
 BENCHMARK_COLUMNS = ("image_name", "x1", "y1", "x2", "y2", "class")
@@ -378,3 +385,17 @@ def sniff_csv_format(path: str) -> str:
                 f"{','.join(BENCHMARK_COLUMNS)}). Pass fmt= explicitly."
             )
     raise AnnotationError(f"{path}: the annotation file is empty")
+
+
+def read_box_csv(path: str) -> BoxTable:
+    """
+    The boxes of a CSV in the SKU-110K or the benchmark layout (told apart by
+    :func:`sniff_csv_format`), as parsed for a dataset but without the image checks: for tools
+    that draw or time boxes. A malformed row raises :class:`AnnotationError` naming the file,
+    the line and the problem.
+    """
+    report = InputReport(os.path.basename(path), path)
+    parse = parse_sku110k_csv if sniff_csv_format(path) == "sku110k" else parse_benchmark_csv
+    table = parse(path, report)
+    report.finish("error")
+    return table

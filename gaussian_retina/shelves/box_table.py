@@ -16,10 +16,10 @@ from typing import List, Optional
 import numpy as np
 from detectron2.structures import BoxMode
 
-from ..image_reader import BadImageError, read_image_size
+from ..data.image_reader import BadImageError, read_image_size
 from .bad_input import InputReport
 
-__all__ = ["BoxTable", "clean_table", "table_to_dicts", "table_to_coco_dict", "THING_CLASSES"]
+__all__ = ["BoxTable", "clean_table", "table_to_dicts", "THING_CLASSES"]
 
 # Every retail format maps all its labels (SKU-110K "object", TobaccoShelves brand ids, COCO
 # categories, YOLO class indices) to one class: the task is generic product detection.
@@ -309,48 +309,3 @@ def table_to_dicts(table: BoxTable, image_root: str, *, apply_exif: bool) -> Lis
                 }
             )
     return dicts
-
-
-def table_to_coco_dict(table: BoxTable, description: str = "") -> dict:
-    """
-    A COCO detection json dict of the table (category id 1 = "object"), for COCOEvaluator.
-    Image ids are the table's; annotation ids are 1..N in image order.
-    """
-    order = np.argsort(table.image_ids, kind="stable")
-    hw = table.image_hw.astype(np.int64)
-    images = [
-        {
-            "id": int(table.image_ids[i]),
-            "file_name": table.image_names[i],
-            "height": int(hw[i, 0]),
-            "width": int(hw[i, 1]),
-        }
-        for i in order.tolist()
-    ]
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    box_order = np.argsort(rank[table.box_image], kind="stable")
-    b = table.boxes[box_order]
-    xywh = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
-    area = xywh[:, 2] * xywh[:, 3]
-    img_ids = table.image_ids[table.box_image[box_order]].tolist()
-    crowd = table.iscrowd[box_order].tolist() if table.iscrowd is not None else [0] * b.shape[0]
-    annotations = [
-        {
-            "id": k + 1,
-            "image_id": iid,
-            "bbox": box,
-            "area": a,
-            "iscrowd": c,
-            "category_id": COCO_CATEGORY_ID,
-        }
-        for k, (iid, box, a, c) in enumerate(
-            zip(img_ids, np.round(xywh, 3).tolist(), np.round(area, 3).tolist(), crowd)
-        )
-    ]
-    return {
-        "info": {"description": description},
-        "images": images,
-        "annotations": annotations,
-        "categories": [{"id": COCO_CATEGORY_ID, "name": THING_CLASSES[0], "supercategory": ""}],
-    }

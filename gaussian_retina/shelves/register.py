@@ -1,7 +1,8 @@
 """
 ``register_retail_dataset``: one entry point for shelf datasets in any supported format,
 registered lazily in Detectron2's DatasetCatalog / MetadataCatalog, with a cached COCO json
-for COCOEvaluator.
+for COCOEvaluator. A dataset's options (the bad-input policy, the cache folder) are part of its
+registration, kept in its metadata as ``retail_spec``: nothing is process-wide.
 """
 
 import hashlib
@@ -9,18 +10,18 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass, replace
+from typing import List, Optional, Tuple
 
 from detectron2.data import DatasetCatalog, Metadata, MetadataCatalog
+from detectron2.data.datasets.coco import convert_to_coco_dict
 
-from .bad_input import AnnotationError, InputReport, get_bad_input_policy
+from .bad_input import AnnotationError, InputReport, check_bad_input_policy
 from .box_table import (
     COCO_CATEGORY_ID,
     THING_CLASSES,
     BoxTable,
     clean_table,
-    table_to_coco_dict,
     table_to_dicts,
 )
 from .coco_yolo import parse_coco_json, parse_yolo_labels
@@ -30,11 +31,12 @@ __all__ = [
     "FORMATS",
     "RetailDatasetSpec",
     "detect_format",
+    "configure_shelf_datasets",
     "ensure_coco_json",
     "load_retail_dataset",
     "load_retail_table",
     "register_retail_dataset",
-    "set_coco_cache_dir",
+    "retail_dataset_spec",
 ]
 
 logger = logging.getLogger(__name__)
@@ -44,30 +46,21 @@ FORMATS = ("sku110k", "benchmark", "coco", "yolo")
 _DEFAULT_APPLY_EXIF = {"sku110k": False, "benchmark": False, "coco": True, "yolo": True}
 # Bump when parsing or cleaning changes what a cached COCO json would contain.
 _CACHE_VERSION = "1"
-_COCO_CACHE_DIR = ""
-_SPECS: Dict[str, "RetailDatasetSpec"] = {}
-
-
-def set_coco_cache_dir(path: str) -> None:
-    """
-    Where converted COCO jsons go ("" = a ``coco_cache/`` folder next to the annotations,
-    or ``~/.cache/gaussian_retina/coco_json`` when that is read-only).
-    train_net's ``setup()`` sets it from ``cfg.DATASETS.COCO_JSON_CACHE_DIR``.
-    """
-    global _COCO_CACHE_DIR
-    _COCO_CACHE_DIR = path or ""
 
 
 @dataclass(frozen=True)
 class RetailDatasetSpec:
+    """How one dataset is read; the arguments of :func:`register_retail_dataset`."""
+
     name: str
     image_root: str
     annotations: str
-    fmt: str  # one of FORMATS or "auto"
-    apply_exif: Optional[bool]  # None: the format's default
-    check_image_sizes: bool
-    min_box_size: float
-    coco_cache_dir: Optional[str]
+    fmt: str = "auto"  # one of FORMATS or "auto"
+    apply_exif: Optional[bool] = None  # None: the format's default
+    check_image_sizes: bool = True
+    min_box_size: float = 1.0
+    coco_cache_dir: Optional[str] = None  # None: next to the annotations, see _cache_dir
+    bad_input_policy: str = "error"  # see bad_input.BAD_INPUT_POLICIES
 
     def resolved(self) -> Tuple[str, bool]:
         """(format, apply_exif) once the annotations can be looked at."""
@@ -99,7 +92,7 @@ def load_retail_table(
     spec: RetailDatasetSpec, policy: Optional[str] = None
 ) -> Tuple[BoxTable, InputReport, bool]:
     """
-    Parse and clean one dataset under ``policy`` (default: the process-wide one).
+    Parse and clean one dataset under ``policy`` (default: the spec's ``bad_input_policy``).
 
     Returns:
         the cleaned table, its report, and the apply_exif choice.
@@ -130,7 +123,7 @@ def load_retail_table(
         check_image_sizes=spec.check_image_sizes,
         min_box_size=spec.min_box_size,
     )
-    report.finish(policy)
+    report.finish(policy or spec.bad_input_policy)
     if table.num_images == 0:
         raise AnnotationError(
             f"Dataset '{spec.name}': nothing usable in {spec.annotations} with images in "
@@ -141,7 +134,7 @@ def load_retail_table(
 
 def load_retail_dataset(name: str) -> List[dict]:
     """The Detectron2 dicts of a dataset registered with :func:`register_retail_dataset`."""
-    spec = _SPECS[name]
+    spec = retail_dataset_spec(name)
     table, _, apply_exif = load_retail_table(spec)
     return table_to_dicts(table, spec.image_root, apply_exif=apply_exif)
 
@@ -153,7 +146,7 @@ def _hash_file(h, path: str) -> None:
             h.update(chunk)
 
 
-def _fingerprint(spec: RetailDatasetSpec, policy: str) -> str:
+def _fingerprint(spec: RetailDatasetSpec) -> str:
     """Changes whenever the annotations, the image file names or the loading options do."""
     fmt, apply_exif = spec.resolved()
     h = hashlib.blake2b(digest_size=8)
@@ -163,7 +156,7 @@ def _fingerprint(spec: RetailDatasetSpec, policy: str) -> str:
                 _CACHE_VERSION,
                 fmt,
                 apply_exif,
-                policy,
+                spec.bad_input_policy,
                 spec.check_image_sizes,
                 spec.min_box_size,
                 os.path.abspath(spec.image_root),
@@ -183,9 +176,8 @@ def _fingerprint(spec: RetailDatasetSpec, policy: str) -> str:
 
 
 def _cache_dir(spec: RetailDatasetSpec) -> str:
-    configured = spec.coco_cache_dir or _COCO_CACHE_DIR
-    if configured:
-        return configured
+    if spec.coco_cache_dir:
+        return spec.coco_cache_dir
     next_to_data = os.path.join(os.path.dirname(os.path.abspath(spec.annotations)), "coco_cache")
     try:
         os.makedirs(next_to_data, exist_ok=True)
@@ -204,14 +196,12 @@ def ensure_coco_json(name: str) -> str:
     The file name carries a fingerprint of the annotations, the image names and the options
     (policy included), so a stale cache is never reused and a fresh one is made only once.
     """
-    spec = _SPECS[name]
-    policy = get_bad_input_policy()
+    spec = retail_dataset_spec(name)
     directory = _cache_dir(spec)
-    path = os.path.join(directory, f"{name}.{_fingerprint(spec, policy)}.coco.json")
+    path = os.path.join(directory, f"{name}.{_fingerprint(spec)}.coco.json")
     if os.path.isfile(path):
         return path
-    table, report, _ = load_retail_table(spec, policy)
-    coco = table_to_coco_dict(table, description=report.summary())
+    coco = convert_to_coco_dict(name)
     os.makedirs(directory, exist_ok=True)
     # Atomic: several ranks may convert at once, and a reader must never see half a file.
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
@@ -251,6 +241,7 @@ def register_retail_dataset(
     check_image_sizes: bool = True,
     min_box_size: float = 1.0,
     coco_cache_dir: Optional[str] = None,
+    bad_input_policy: str = "error",
     **metadata,
 ) -> None:
     """
@@ -268,12 +259,17 @@ def register_retail_dataset(
         check_image_sizes: read every image header at load time, so recorded sizes that
             disagree with the file are found before training (about 0.1 ms per image).
         min_box_size: boxes thinner than this (pixels) after clipping are dropped, counted.
-        coco_cache_dir: where the COCO json for evaluation goes (default: see
-            :func:`set_coco_cache_dir`).
+        coco_cache_dir: where the COCO json for evaluation goes (default: a ``coco_cache/``
+            folder next to the annotations, or ``~/.cache/gaussian_retina/coco_json`` where
+            that is read-only).
+        bad_input_policy: what loading does with malformed rows and unusable images: "error"
+            raises :class:`AnnotationError` naming file, line and problem; "skip" drops them,
+            counted in one summary line.
         metadata: extra metadata (e.g. ``evaluator_type``).
     """
     if fmt != "auto" and fmt not in FORMATS:
         raise ValueError(f"Unknown annotation format {fmt!r}; expected 'auto' or one of {FORMATS}")
+    check_bad_input_policy(bad_input_policy)
     spec = RetailDatasetSpec(
         name,
         image_root,
@@ -283,9 +279,11 @@ def register_retail_dataset(
         check_image_sizes,
         min_box_size,
         coco_cache_dir,
+        bad_input_policy,
     )
+    if name in DatasetCatalog:  # registering again replaces, as with new options
+        DatasetCatalog.remove(name)
     DatasetCatalog.register(name, lambda: load_retail_dataset(name))
-    _SPECS[name] = spec
     # MetadataCatalog.get() may have made a plain Metadata already; keep what it holds.
     attrs = MetadataCatalog.get(name).as_dict() if name in MetadataCatalog else {}
     attrs.pop("name", None)
@@ -296,6 +294,43 @@ def register_retail_dataset(
         annotations=annotations,
         annotation_format=fmt,
         evaluator_type="coco",
+        retail_spec=spec,
     )
     attrs.update(metadata)
     MetadataCatalog[name] = RetailMetadata(name=name).set(**attrs)
+
+
+def retail_dataset_spec(name: str) -> Optional[RetailDatasetSpec]:
+    """How a dataset registered by :func:`register_retail_dataset` is read; None for others."""
+    if name not in MetadataCatalog:
+        return None
+    return MetadataCatalog.get(name).get("retail_spec")
+
+
+def configure_shelf_datasets(cfg, names=None) -> None:
+    """
+    Give the retail datasets that ``cfg`` names (DATASETS.TRAIN and TEST, or ``names``) the
+    options of ``cfg.DATASETS``: BAD_INPUT_POLICY and COCO_JSON_CACHE_DIR. They are
+    registered again where their options differ; other datasets are left alone.
+    """
+    names = names if names is not None else (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST)
+    options = dict(bad_input_policy=check_bad_input_policy(cfg.DATASETS.BAD_INPUT_POLICY))
+    if cfg.DATASETS.COCO_JSON_CACHE_DIR:
+        options["coco_cache_dir"] = cfg.DATASETS.COCO_JSON_CACHE_DIR
+    for name in names:
+        spec = retail_dataset_spec(name)
+        if spec is None or replace(spec, **options) == spec:
+            continue
+        new = replace(spec, **options)
+        # Registering again keeps the rest of the dataset's metadata.
+        register_retail_dataset(
+            name,
+            new.image_root,
+            new.annotations,
+            new.fmt,
+            apply_exif=new.apply_exif,
+            check_image_sizes=new.check_image_sizes,
+            min_box_size=new.min_box_size,
+            coco_cache_dir=new.coco_cache_dir,
+            bad_input_policy=new.bad_input_policy,
+        )

@@ -17,11 +17,8 @@ Each image is a pure function of (version, scene params, seed, split, image inde
 NumPy and OpenCV, every machine writes the same bytes. A split is written to a temporary folder and renamed into
 place, so an interrupted run or two processes racing never leave a half cache.
 
-Pre-generate with::
-
-    python -m gaussian_retina.data.datasets.synthetic_shelves --root datasets
+Pre-generate with ``python tools/generate_synthetic_shelves.py --root datasets``.
 """
-import argparse
 import functools
 import hashlib
 import json
@@ -219,50 +216,3 @@ def _write_split(out_dir, split, num_images, seed, params):
         "annotations": annotations,
         "categories": [_CATEGORY],
     }
-
-
-def _draw_example(json_file, out_file, index=0):
-    """Draw the boxes of one image, alternating colours so touching neighbours stay apart."""
-    with open(json_file) as f:
-        coco = json.load(f)
-    info = coco["images"][index]
-    image = cv2.imread(os.path.join(os.path.dirname(json_file), "images", info["file_name"]))
-    colors = [(0, 255, 0), (255, 0, 255), (0, 200, 255)]
-    anns = [a for a in coco["annotations"] if a["image_id"] == info["id"]]
-    for i, ann in enumerate(anns):
-        x, y, w, h = ann["bbox"]
-        cv2.rectangle(image, (x, y), (x + w - 1, y + h - 1), colors[i % len(colors)], 1)
-    os.makedirs(os.path.dirname(os.path.abspath(out_file)), exist_ok=True)
-    cv2.imwrite(out_file, image)
-    return len(anns)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Pre-generate the synthetic shelf dataset.")
-    parser.add_argument("--root", default=os.getenv("DETECTRON2_DATASETS", "datasets"),
-                        help="datasets root (default: $DETECTRON2_DATASETS or ./datasets)")
-    parser.add_argument("--splits", nargs="+", default=list(_SPLIT_SIZES))
-    parser.add_argument("--num-images", type=int, default=None,
-                        help="images per split (default: 300 train, 50 val)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--example", default=None,
-                        help="also draw an image of the last split with its boxes to this file")
-    parser.add_argument("--example-index", type=int, default=0,
-                        help="index of the image drawn by --example")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for split in args.splits:
-        json_file = generate_synthetic_shelves(
-            os.path.expanduser(args.root), split, num_images=args.num_images, seed=args.seed
-        )
-        print(json_file)
-    if args.example:
-        num = _draw_example(json_file, args.example, args.example_index)
-        print(f"Wrote {args.example} ({num} boxes)")
-
-
-if __name__ == "__main__":
-    main()
-elif __name__.endswith(".synthetic_shelves"):
-    # As detectron2/data/datasets/builtin.py: predefined splits live under ./datasets by default.
-    register_synthetic_shelves(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")))

@@ -1,6 +1,7 @@
 """
 What happens to bad annotation input: a clear error naming file, line and problem, or a
-counted skip, chosen once per process by :func:`set_bad_input_policy`.
+counted skip, chosen per dataset when it is registered (``bad_input_policy`` of
+:func:`register_retail_dataset`; :func:`configure_shelf_datasets` applies a cfg's choice).
 
 Nothing is dropped silently: every problem lands in an :class:`InputReport`, which either
 raises one :class:`AnnotationError` listing the problems (policy "error") or logs one
@@ -18,36 +19,24 @@ __all__ = [
     "BAD_INPUT_POLICIES",
     "InputReport",
     "Problem",
-    "get_bad_input_policy",
-    "set_bad_input_policy",
+    "check_bad_input_policy",
 ]
 
 logger = logging.getLogger(__name__)
 
 BAD_INPUT_POLICIES = ("error", "skip")
-_POLICY = "error"
 
 # Problems quoted one per line in an error message / log; the rest are counted.
 _MAX_QUOTED = 20
 
 
-def set_bad_input_policy(policy: str) -> None:
-    """
-    Choose what lazily-loaded datasets do with malformed rows and unusable images:
-    "error" (raise :class:`AnnotationError` / ``BadImageError``) or "skip" (drop, count, warn).
-    Call it before ``DatasetCatalog.get`` (train_net's ``setup()`` does, from
-    ``cfg.DATASETS.BAD_INPUT_POLICY``).
-    """
-    global _POLICY
+def check_bad_input_policy(policy: str) -> str:
+    """``policy`` if it is one of :data:`BAD_INPUT_POLICIES`, else a ValueError."""
     if policy not in BAD_INPUT_POLICIES:
         raise ValueError(
             f"Unknown bad-input policy {policy!r}; expected one of {BAD_INPUT_POLICIES}"
         )
-    _POLICY = policy
-
-
-def get_bad_input_policy() -> str:
-    return _POLICY
+    return policy
 
 
 class Problem(NamedTuple):
@@ -220,14 +209,14 @@ class InputReport:
             )
         lines.append(
             "Fix the annotations, or set cfg.DATASETS.BAD_INPUT_POLICY = 'skip' "
-            "(gaussian_retina.data.datasets.set_bad_input_policy('skip')) to drop them, counted; "
+            "(register_retail_dataset(..., bad_input_policy='skip')) to drop them, counted; "
             "tools/validate_dataset.py lists every defect."
         )
         return "\n".join(lines)
 
-    def finish(self, policy: Optional[str] = None) -> None:
+    def finish(self, policy: str) -> None:
         """Raise under policy "error" if anything was malformed, else log the summary."""
-        policy = policy or get_bad_input_policy()
+        check_bad_input_policy(policy)
         if self.num_problems and policy == "error":
             raise AnnotationError(self.error_message(), self.problems())
         if self.num_problems:

@@ -1,0 +1,107 @@
+"""
+Check a shelf dataset and report every defect, with counts (``tools/validate_dataset.py`` is
+its command line). It loads the annotations as training would, under the "skip" policy so that
+every problem is found rather than the first.
+"""
+
+import collections
+import sys
+from typing import Optional
+
+from PIL import Image
+
+from ..data.image_reader import BadImageError, exif_orientation, read_shelf_image
+from .bad_input import AnnotationError
+from .box_table import table_to_dicts
+from .register import RetailDatasetSpec, load_retail_table
+
+__all__ = ["validate_retail_dataset"]
+
+
+def validate_retail_dataset(
+    spec: RetailDatasetSpec, *, decode: bool = False, limit: Optional[int] = 30
+) -> int:
+    """
+    Print what is wrong with a dataset: malformed rows (wrong column count, non-numeric field,
+    x2 <= x1), images named but missing, unreadable image headers, recorded sizes that disagree
+    with the file, boxes outside the image; boxes clipped to the image and degenerate boxes;
+    images whose EXIF orientation tag is ignored or applied. With ``decode`` it also decodes
+    every image as the data loader would, finding truncated and corrupt files.
+
+    Args:
+        limit: quote the first ``limit`` problems; None quotes every one.
+    Returns:
+        0 clean, 1 defects found, 2 the dataset cannot be read at all.
+    """
+    try:
+        table, report, apply_exif = load_retail_table(spec, policy="skip")
+    except (AnnotationError, FileNotFoundError) as e:
+        print(f"CANNOT READ: {e}")
+        return 2
+    fmt, _ = spec.resolved()
+    print(f"dataset: {spec.name}  format: {fmt}  annotations: {spec.annotations}")
+    print(
+        f"images:  {spec.image_root}  (boxes fit {'EXIF-oriented' if apply_exif else 'stored'}"
+        " pixels)"
+    )
+    print(report.summary())
+
+    defects = collections.Counter()
+    for reason, rows in report.rows_dropped.items():
+        defects[f"rows dropped: {reason}"] += rows
+    for reason, n in report.images_dropped.items():
+        defects[f"images dropped: {reason}"] += n
+    if report.clipped:
+        defects["boxes partly outside the image (clipped)"] += report.clipped
+    if report.degenerate:
+        defects["degenerate boxes after clipping (dropped)"] += report.degenerate
+
+    dicts = table_to_dicts(table, spec.image_root, apply_exif=apply_exif)
+    oriented = collections.Counter()
+    bad_images = []
+    for i, d in enumerate(dicts):
+        try:
+            with Image.open(d["file_name"]) as im:
+                o = exif_orientation(im)
+            if o != 1:
+                oriented[o] += 1
+        except OSError:
+            pass  # reported by the header check / --decode
+        if decode:
+            try:
+                read_shelf_image(d, "BGR")
+            except BadImageError as e:
+                bad_images.append(str(e))
+        if decode and (i + 1) % 500 == 0:
+            print(f"  decoded {i + 1}/{len(dicts)} images", file=sys.stderr)
+    if oriented:
+        n = sum(oriented.values())
+        how = (
+            "APPLIED (boxes must fit the rotated view)"
+            if apply_exif
+            else ("IGNORED (boxes fit the stored pixels)")
+        )
+        print(
+            f"EXIF orientation tags: {n} images (tags {dict(sorted(oriented.items()))}), "
+            f"{how}; pass apply_exif= to register_retail_dataset if that is wrong"
+        )
+    for msg in bad_images:
+        kind = msg.split(": ", 1)[1].split(" (")[0].split(":")[0]
+        defects[f"images failing to decode: {kind}"] += 1
+
+    quoted = report.quoted(limit=10**9 if limit is None else limit)
+    if quoted:
+        print(f"\nproblems ({'all' if limit is None else f'first {len(quoted)}'}):")
+        for q in quoted:
+            print("  " + q)
+    if bad_images:
+        print("\nimages that fail to decode:")
+        for msg in bad_images if limit is None else bad_images[:limit]:
+            print("  " + msg)
+    print("\ndefects:" if defects else "\nno defects found")
+    for k, n in sorted(defects.items()):
+        print(f"  {n:>9,}  {k}")
+    if not decode:
+        print("(images not decoded; --decode finds truncated and corrupt files)")
+    return 1 if defects else 0
+
