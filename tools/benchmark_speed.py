@@ -164,9 +164,10 @@ def benchmark_models(args, lines):
         [
             "### Parameters and FLOPs",
             "",
-            f"fvcore FlopCountAnalysis of backbone + head (+ Gaussian branch in training) on one "
-            f"{args.size[0]}x{args.size[1]} input; post-processing and losses not counted "
-            "(fvcore counts one fused multiply-add as one flop).",
+            f"Detectron2's flop_count_operators of one inference on one {args.size[0]}x"
+            f"{args.size[1]} input, with the Gaussian branch for the training column; ops fvcore "
+            "cannot count (NMS, sorting) and losses are left out, and one fused multiply-add "
+            "counts as one flop.",
             "",
             tabulate(
                 rows,
