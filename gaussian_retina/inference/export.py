@@ -6,25 +6,29 @@ the exported files back into boxes, scores and classes.
 What the exported graph holds: the whole test-time model, as ``model([{"image": image}])`` runs
 it, for one image:
 
-* in: ``image``, (3, H, W) float32, the model's input format (BGR, 0-255), already resized to
-  the test size (:func:`resize_for_test`); H and W are dynamic;
+* in: ``image``, (3, H, W) float32 in cfg.INPUT.FORMAT (BGR in the shipped configs), 0-255,
+  already resized to the test size (:func:`resize_for_test`); H and W are dynamic;
 * inside: normalisation, padding to the backbone's size divisibility, backbone, FPN, head,
-  anchors, score threshold, top-k per level, box decoding, clipping, per-class NMS
-  (torchvision's ``batched_nms``; ONNX ``NonMaxSuppression``), the detections cap, and the
-  removal of empty boxes;
+  anchors, score threshold, top-k per level, box decoding, per-class NMS (torchvision's
+  ``batched_nms``; ONNX ``NonMaxSuppression``), the detections cap, then clipping to the image
+  and the removal of empty boxes (``detector_postprocess`` at scale 1);
 * out: ``boxes`` (N, 4) XYXY in the input image's pixels, ``scores`` (N,), ``classes`` (N,)
   int64, best score first; N is dynamic.
 
 The score threshold, top-k, NMS threshold and detections cap are those of the model when it was
 exported (MODEL.RETINANET.* and TEST.DETECTIONS_PER_IMAGE); they are constants of the graph.
-The Gaussian branch does not run at test time and is not exported (nor is the map that
-MODEL.GAUSSIAN.RETURN_MAP_AT_TEST asks for). Scaling the boxes back to the photo's size is left
+The Gaussian branch does not run at test time and is not in the graph (nor is the map that
+MODEL.GAUSSIAN.RETURN_MAP_AT_TEST asks for); a TorchScript file still carries its unused weights,
+as a traced module keeps all its submodules' parameters. Scaling the boxes back to the photo's size is left
 to the caller, as Detectron2's own export leaves ``detector_postprocess`` out.
 
 ONNX goes through the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``),
-opset :data:`ONNX_OPSET`: it records the traced graph with its data-dependent shapes (score
-threshold, top-k, NMS) as ONNX ops. The dynamo exporter (``torch.export``) does not take this
-graph: see results/export_benchmark.md.
+opset :data:`ONNX_OPSET`: it records the traced graph with its data-dependent sizes (score
+threshold, top-k, NMS) as ONNX ops (``NonZero``, ``TopK``, ``NonMaxSuppression`` in an ``If``
+that also covers no candidates at all). The dynamo exporter (``dynamo=True``, torch 2.14) fails
+in ``torch.export``: Detectron2's ``Boxes.__init__`` branches on ``tensor.numel() == 0`` for
+the data-dependent number of candidates (GuardOnDataDependentSymNode); making it pass would mean
+patching Detectron2. Export on the CPU: the trace records the device.
 """
 
 import contextlib
@@ -56,8 +60,8 @@ __all__ = [
 ]
 
 # NonMaxSuppression needs opset >= 11 (Detectron2's STABLE_ONNX_OPSET_VERSION). The graph has the
-# same ops at 11, 17 and 18 and the same detections in onnxruntime; 17 is one that every
-# runtime of the last few years reads (onnxruntime since 1.14).
+# same ops at 11, 17 and 18, and the same detections in onnxruntime on a sample photo; 17 leaves
+# room for older runtimes than 18 would.
 ONNX_OPSET = 17
 OUTPUT_NAMES = ("boxes", "scores", "classes")
 
@@ -123,8 +127,8 @@ def export_torchscript(model: nn.Module, image: torch.Tensor, path: str) -> str:
     with _quiet_tracing(), torch.no_grad():
         # check_trace re-runs the model twice more to compare: the parity test does that.
         traced = torch.jit.trace(adapter, (image,), check_trace=False)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    torch.jit.save(traced, path)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        torch.jit.save(traced, path)
     return path
 
 
