@@ -20,7 +20,9 @@ setup(
         "scipy",
     ],
     extras_require={
-        "test": ["pytest"],
+        # Export to ONNX and running it (gaussian_retina.inference.export, tools/export_model.py).
+        "export": ["onnx", "onnxruntime"],
+        "test": ["pytest", "onnx", "onnxruntime"],
         "dev": ["pytest"],
     },
 )
