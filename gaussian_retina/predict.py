@@ -41,6 +41,9 @@ def get_parser():
     p.add_argument("--output", required=True, help="folder for the CSVs, json, overlays, summary")
     p.add_argument("--device", choices=("cpu", "cuda"),
                    help="default: cuda when available, else cpu")
+    p.add_argument("--num-threads", type=int,
+                   help="CPU threads of PyTorch (default: its own, one per core; fewer is faster "
+                        "on a machine whose cores are busy with other work)")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
     p.add_argument("--tiling", default="auto", type=parse_tiling,
                    help="'off' (one resized pass), 'auto' (from the photo size and the training "
@@ -92,6 +95,8 @@ def predict(args):
     setup_logger(name="gaussian_retina")
     setup_logger(name="fvcore")
     cfg = setup_cfg(args)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
     if not cfg.MODEL.WEIGHTS:
         raise SystemExit("no weights: pass --weights or MODEL.WEIGHTS in --opts")
     files = find_images(args.input)
@@ -133,11 +138,12 @@ def predict(args):
             "device": cfg.MODEL.DEVICE, "tiling": str(args.tiling),
             "products_per_photo": args.products_per_photo,
             "train_products_per_image": train_density, "batch_size": args.batch_size,
+            "num_threads": torch.get_num_threads(),
             "rescore_alpha": args.rescore_alpha, "apply_exif": not args.no_exif,
         },
     )
     for s in summary["skipped"]:
-        logger.warning(f"skipped {s['file']}: {s['reason']}")
+        logger.warning(f"skipped: {s['reason']}")  # the reason names the file
     logger.info(
         f"Done: {summary['photos_done']} photos, {summary['photos_skipped']} skipped, "
         f"{summary['products_total']} products (detections >= {calibration['count_threshold']}), "

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
@@ -221,25 +222,30 @@ def merge_tile_detections(
         keep[cut_idx[inside.any(dim=1)]] = False
 
         # 2. Cut boxes no tile holds whole: fuse with what other tiles saw of the same product.
-        b, s = b.clone(), s.clone()
-        for i in cut_idx[~inside.any(dim=1)].tolist():
-            if not keep[i]:
-                continue
-            others = torch.nonzero(keep & (tile != tile[i]) & (c == c[i])).flatten()
-            if len(others) == 0:
-                continue
-            ios = _ios(b[i : i + 1], b[others])[0]
-            j = int(torch.argmax(ios))
-            if ios[j] < fuse_ios:
-                continue
-            j = int(others[j])
-            if not cut[j]:
-                keep[i] = False  # the other tile has the whole product
-            else:
-                b[j] = torch.cat([torch.minimum(b[i, :2], b[j, :2]), torch.maximum(b[i, 2:], b[j, 2:])])
-                s[j] = torch.maximum(s[i], s[j])
-                cut[j] = False  # the union is the whole product now
-                keep[i] = False
+        # Overlaps are measured once, on the tiles' own boxes (a union made here is not
+        # matched again: a product spans at most a few tiles).
+        b, s, cut = b.clone(), s.clone(), cut.clone()
+        rest = cut_idx[~inside.any(dim=1)]
+        if len(rest):
+            ios = _ios(b[rest], b).numpy()
+            other = ((tile[rest, None] != tile[None, :]) & (c[rest, None] == c[None, :])).numpy()
+            ios[~other] = 0.0
+            keep_np = keep.numpy()  # shares memory with keep
+            for r, i in enumerate(rest.tolist()):
+                if not keep_np[i]:
+                    continue
+                cand = np.where(keep_np, ios[r], 0.0)
+                j = int(cand.argmax())
+                if cand[j] < fuse_ios:
+                    continue
+                if not cut[j]:
+                    keep_np[i] = False  # the other tile has the whole product
+                else:
+                    b[j, :2] = torch.minimum(b[i, :2], b[j, :2])
+                    b[j, 2:] = torch.maximum(b[i, 2:], b[j, 2:])
+                    s[j] = torch.maximum(s[i], s[j])
+                    cut[j] = False  # the union is the whole product now
+                    keep_np[i] = False
 
     b, s, c = b[keep], s[keep], c[keep]
     ex = ex[keep] if ex is not None else None
