@@ -61,9 +61,12 @@ def count_map_mass(
 ) -> float:
     """
     The map's mass over one product's mass. A box of area A (image pixels) leaves a mass of
-    ``template_mean * A / map_stride**2`` in a "sum" map, so the count is the map's sum over
-    that, with A the median area of the photo's confident detections (the map alone does not
-    say how large the products are).
+    ``template_mean * A / map_stride**2`` in a "sum" map, so N boxes leave
+    ``template_mean * N * mean(A) / map_stride**2``: the count is the map's sum over that, with
+    mean(A) taken over the photo's confident detections (the map alone does not say how large
+    the products are). The mean, not the median: the relation is exact for the mean (on
+    rendered target maps of synthetic_shelves_val it gives 70.27 for 70.25 products; the median
+    of the skewed product sizes gives nearly twice that).
 
     Args:
         gaussian_map: (h, w) predicted map, negative values counted as 0.
@@ -73,7 +76,7 @@ def count_map_mass(
     areas = np.asarray(box_areas, dtype=np.float64)
     if areas.size == 0:
         return 0.0
-    per_product = template_mean(template_size, sigma) * float(np.median(areas)) / map_stride**2
+    per_product = template_mean(template_size, sigma) * float(areas.mean()) / map_stride**2
     mass = float(np.clip(np.asarray(gaussian_map, dtype=np.float64), 0, None).sum())
     return mass / max(per_product, 1e-12)
 
