@@ -60,9 +60,10 @@ def get_parser():
                    help="score threshold of the detection count (default: calibrated)")
     p.add_argument("--peak-threshold", type=float,
                    help="height of a map peak that counts (default: calibrated)")
-    p.add_argument("--rescore-alpha", type=float, default=0.0,
-                   help="multiply scores by the Gaussian map at the box centre to this power "
-                        "(off: see results/rescoring_experiment.md)")
+    p.add_argument("--rescore-alpha", type=float,
+                   help="multiply scores by the Gaussian map at the box centre to this power; 0 "
+                        "is off (default: 0.5 for models with a Gaussian branch, else 0; see "
+                        "results/rescoring_experiment.md)")
     p.add_argument("--overlay", action="store_true", help="write overlays/<photo>.png")
     p.add_argument("--overlay-max-side", type=int, default=1024)
     p.add_argument("--no-exif", action="store_true",
@@ -139,7 +140,7 @@ def predict(args):
             "products_per_photo": args.products_per_photo,
             "train_products_per_image": train_density, "batch_size": args.batch_size,
             "num_threads": torch.get_num_threads(),
-            "rescore_alpha": args.rescore_alpha, "apply_exif": not args.no_exif,
+            "rescore_alpha": predictor.rescore_alpha, "apply_exif": not args.no_exif,
         },
     )
     for s in summary["skipped"]:

@@ -221,7 +221,7 @@ def test_predictor_tiles_batches_and_caps():
         # The stitched map covers the photo at the tiles' common stride.
         assert p.gaussian_map.shape == (np.ceil(h / p.map_stride), np.ceil(w / p.map_stride))
     rescored = ShelfPredictor(model=model, test_size=(96, 128), tiling="off", rescore_alpha=1.0)
-    plain = ShelfPredictor(model=model, test_size=(96, 128), tiling="off")
+    plain = ShelfPredictor(model=model, test_size=(96, 128), tiling="off", rescore_alpha=0.0)
     assert rescored([image])[0].scores.max() <= plain([image])[0].scores.max() + 1e-6
 
 

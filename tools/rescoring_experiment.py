@@ -10,8 +10,9 @@ Writes a Markdown table (results/rescoring_experiment.md):
         --weights ../main/output/reproduction/gln_R18/seed0/model_final.pth \\
         --table results/rescoring_experiment.md
 
-The rule is fixed before looking (alpha in 0.5, 1: a square-root and a plain product); it would be
-switched on by default only if it raised AP on both sets. Inference as the predict command's
+The rule is fixed before looking (alpha in 0.5, 1: a square-root and a plain product); alpha is
+chosen on synthetic_shelves_val, then checked on the tobacco photos; it is on by default
+(gaussian_retina.inference.predictor.DEFAULT_RESCORE_ALPHA) only if it raises AP on both sets. Inference as the predict command's
 default (``--tiling auto``, one pass on these photos); rescoring happens per tile before the merge.
 """
 
