@@ -23,7 +23,10 @@ Methods (``--methods``):
            (perform_standard_pred), GREEDYNMM merge on IOS 0.5, one slice at a time;
   sahi_tiles  the same without SAHI's full-photo pass: the tiles only, as ``dense``.
 Each method is warmed up on one photo before it is timed; times cover prediction on the decoded
-photo (decoding is the same for all and is reported once).
+photo, one photo per call (decoding is the same for all and is reported once). The machine's load
+drifts: methods take turns photo by photo in a rotated order, ``--rounds`` times, and a photo's
+time is its median over the rounds. Our predictor's time includes the Gaussian branch (it rescores
+the detections by default); SAHI runs Detectron2's DefaultPredictor, without it.
 """
 
 import argparse
@@ -120,6 +123,7 @@ def main():
                    help="1: the machine's other core is busy; more threads then slow PyTorch down")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-images", type=int, default=0)
+    p.add_argument("--rounds", type=int, default=3, help="timing rounds (median per photo)")
     p.add_argument("--table", help="write the Markdown table here")
     args = p.parse_args()
     setup_logger(name="gaussian_retina")
@@ -146,7 +150,7 @@ def main():
                               with_map=False)
 
     dense = ours("auto", args.dense_prior)
-    rows = []
+    methods = []
     for method in args.methods:
         if method == "single":
             predictor = ours("off", 150.0)
@@ -159,24 +163,41 @@ def main():
             fn, label = ours_predict_fn(predictor), f"ours, `--tiling auto --products-per-photo {args.dense_prior:g}`"
         elif method == "sahi":
             predictor = dense
-            fn, label = sahi_predict_fn(sahi_model(cfg), dense.grid_for), "SAHI 0.12 (Detectron2 wrapper), same tiles as the row above"
+            fn, label = sahi_predict_fn(sahi_model(cfg), dense.grid_for), "SAHI 0.12 (Detectron2 wrapper), same tiles as `dense`, plus its full-photo pass"
         elif method == "sahi_tiles":
             predictor = dense
             fn = sahi_predict_fn(sahi_model(cfg), dense.grid_for, standard_pred=False)
             label = "SAHI, same tiles, without its full-photo pass (`perform_standard_pred=False`)"
         else:
             raise SystemExit(f"unknown method {method!r}")
-        bs = 1 if method.startswith("sahi") else args.batch_size
-        fn([read_shelf_image(tobacco[0], cfg.INPUT.FORMAT)])  # warm-up
-        dets, sec_t = predict_records(fn, tobacco, cfg.INPUT.FORMAT, bs)
-        _, sec_s = predict_records(fn, sku, cfg.INPUT.FORMAT, bs)
+        methods.append((method, label, fn, predictor))
+
+    # Accuracy: one pass per method over the tobacco photos.
+    rows = []
+    for method, label, fn, predictor in methods:
+        dets, _ = predict_records(fn, tobacco, cfg.INPUT.FORMAT, 1)
         metrics = score_detections(name, dets, cfg.TEST.DETECTIONS_PER_IMAGE)
         tiles_t = np.mean([predictor.grid_for((r["height"], r["width"])).num_tiles for r in tobacco])
         tiles_s = np.mean([predictor.grid_for(read_shelf_image(r, "BGR").shape[:2]).num_tiles for r in sku])
-        row = dict(method=label, tiles_t=tiles_t, tiles_s=tiles_s, sec_t=np.mean(sec_t),
-                   sec_s=np.mean(sec_s), **metrics)
-        logger.info(f"{method}: {row}")
-        rows.append(row)
+        rows.append(dict(key=method, method=label, tiles_t=tiles_t, tiles_s=tiles_s, **metrics))
+        logger.info(f"{method}: {rows[-1]}")
+
+    # Time: the load on this machine drifts, so methods take turns photo by photo, in a rotated
+    # order each round, and each photo's time is its median over the rounds.
+    images = [read_shelf_image(r, cfg.INPUT.FORMAT) for r in tobacco + sku]
+    for _, _, fn, _ in methods:
+        fn(images[:1])  # warm-up
+    times = np.zeros((len(methods), len(images), args.rounds))
+    for k in range(args.rounds):
+        for i, image in enumerate(images):
+            for j in np.roll(np.arange(len(methods)), i + k):
+                t0 = time.perf_counter()
+                methods[j][2]([image])
+                times[j, i, k] = time.perf_counter() - t0
+        logger.info(f"timing round {k + 1}/{args.rounds} done")
+    per_photo = np.median(times, axis=2)
+    for row, t in zip(rows, per_photo):
+        row["sec_t"], row["sec_s"] = t[: len(tobacco)].mean(), t[len(tobacco) :].mean()
 
     load_after = os.getloadavg()
     lines = [
@@ -192,7 +213,7 @@ def main():
     lines += [
         "",
         f"Decoding a photo (not in the times): {decode:.2f} s on average. PyTorch threads: "
-        f"{args.num_threads}. Load average (1, 5, 15 min) before: "
+        f"{args.num_threads}. Times: median of {args.rounds} interleaved rounds per photo, mean over photos. Load average (1, 5, 15 min) before: "
         + ", ".join(f"{v:.2f}" for v in load_before) + "; after: "
         + ", ".join(f"{v:.2f}" for v in load_after) + f". Training products per image "
         f"({args.reference_dataset}): {train_density:.1f}.",

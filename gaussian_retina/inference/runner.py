@@ -179,7 +179,7 @@ def run_prediction(
                 rgb = image[:, :, ::-1] if input_format == "BGR" else image
                 save_png(draw_overlay(np.ascontiguousarray(rgb), pred.boxes[pred.scores >= thr],
                                       pred.gaussian_map, overlay_max_side),
-                         out / "overlays" / f"{name}.png")
+                         out / "overlays" / f"{name}.png", max_bytes=500_000)
             photos.append({
                 "file": f,
                 "image_size": list(pred.image_size),
