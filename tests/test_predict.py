@@ -255,3 +255,15 @@ def test_predict_command_skips_a_truncated_photo(tmp_path, capfd):
     assert photo["count"]["detections"] == sum(r["score"] >= 0.01 for r in rows)
     assert set(read_coco_results(out / "coco_results.json")) == {"good.jpg"}
     assert (out / "overlays/good.png").stat().st_size > 0
+
+
+def test_batching_does_not_change_results():
+    # Photos of different sizes are not padded into one batch (GroupNorm would see the padding).
+    _, model = _random_model()
+    rng = np.random.default_rng(1)
+    images = [(rng.random(s) * 255).astype(np.uint8) for s in [(120, 200, 3), (150, 150, 3), (120, 200, 3)]]
+    one = ShelfPredictor(model=model, test_size=(96, 128), tiling="off", batch_size=1)
+    four = ShelfPredictor(model=model, test_size=(96, 128), tiling="off", batch_size=4)
+    for a, b in zip(one(images), four(images)):
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)

@@ -147,10 +147,19 @@ class ShelfPredictor:
     def __call__(self, images: List[np.ndarray]) -> List[Prediction]:
         grids = [self.grid_for(im.shape[:2]) for im in images]
         jobs = [(i, win) for i, g in enumerate(grids) for win in g.windows]
-        tile_out = []
-        for start in range(0, len(jobs), self.batch_size):
-            chunk = jobs[start : start + self.batch_size]
-            tile_out.extend(self._run_tiles([images[i][y0:y1, x0:x1] for i, (x0, y0, x1, y1) in chunk]))
+        # Only tiles of one size share a batch: padding a smaller one to the batch's size would
+        # change its result (GroupNorm's statistics, in the FPN and head, include the padding).
+        by_size = {}
+        for k, (_, (x0, y0, x1, y1)) in enumerate(jobs):
+            by_size.setdefault((y1 - y0, x1 - x0), []).append(k)
+        tile_out = [None] * len(jobs)
+        for ks in by_size.values():
+            for start in range(0, len(ks), self.batch_size):
+                chunk = ks[start : start + self.batch_size]
+                crops = [images[jobs[k][0]][y0:y1, x0:x1] for k in chunk
+                         for (x0, y0, x1, y1) in [jobs[k][1]]]
+                for k, out in zip(chunk, self._run_tiles(crops)):
+                    tile_out[k] = out
         results, k = [], 0
         for im, grid in zip(images, grids):
             outs = tile_out[k : k + grid.num_tiles]
