@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from detectron2.data import DatasetCatalog
+from tqdm import tqdm  # a dependency of Detectron2
 
 from ..data.image_reader import BadImageError, read_shelf_image
 from .counting import (
@@ -147,8 +148,6 @@ def run_prediction(
             boxes and image sizes written are then those of the oriented photo.
         count_calibration: from :func:`calibrate_counts` (or a user's threshold).
     """
-    from tqdm import tqdm
-
     out = Path(output_dir)
     (out / "detections").mkdir(parents=True, exist_ok=True)
     if overlay:
