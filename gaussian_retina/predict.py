@@ -32,45 +32,80 @@ logger = logging.getLogger("gaussian_retina.predict")
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config-file", required=True, metavar="FILE", help="the model's config")
     p.add_argument("--weights", help="checkpoint (else MODEL.WEIGHTS, from the config or --opts)")
-    p.add_argument("--input", nargs="+", required=True,
-                   help="photos: files, folders (searched recursively) or glob patterns")
+    p.add_argument(
+        "--input",
+        nargs="+",
+        required=True,
+        help="photos: files, folders (searched recursively) or glob patterns",
+    )
     p.add_argument("--output", required=True, help="folder for the CSVs, json, overlays, summary")
-    p.add_argument("--device", choices=("cpu", "cuda"),
-                   help="default: cuda when available, else cpu")
-    p.add_argument("--num-threads", type=int,
-                   help="CPU threads of PyTorch (default: its own, one per core; fewer is faster "
-                        "on a machine whose cores are busy with other work)")
+    p.add_argument(
+        "--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu"
+    )
+    p.add_argument(
+        "--num-threads",
+        type=int,
+        help="CPU threads of PyTorch (default: its own, one per core; fewer is faster "
+        "on a machine whose cores are busy with other work)",
+    )
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
-    p.add_argument("--tiling", default="auto", type=parse_tiling,
-                   help="'off' (one resized pass), 'auto' (from the photo size and the training "
-                        "scale), or WxH, a tile size in photo pixels")
-    p.add_argument("--products-per-photo", type=float, default=150.0,
-                   help="prior of the auto tiling: products a photo holds (default 150, a dense "
-                        "SKU-110K-like shelf photo)")
-    p.add_argument("--train-products-per-image", type=float,
-                   help="products per training image (default: measured on --reference-dataset)")
-    p.add_argument("--reference-dataset",
-                   help="a registered labelled set at the training scale that calibrates the "
-                        "count threshold (default: the config's first DATASETS.TEST)")
-    p.add_argument("--count-threshold", type=float,
-                   help="score threshold of the detection count (default: calibrated)")
-    p.add_argument("--peak-threshold", type=float,
-                   help="height of a map peak that counts (default: calibrated)")
-    p.add_argument("--rescore-alpha", type=float,
-                   help="multiply scores by the Gaussian map at the box centre to this power; 0 "
-                        "is off (default: 0.5 for models with a Gaussian branch, else 0; see "
-                        "results/rescoring_experiment.md)")
+    p.add_argument(
+        "--tiling",
+        default="auto",
+        type=parse_tiling,
+        help="'off' (one resized pass), 'auto' (from the photo size and the training "
+        "scale), or WxH, a tile size in photo pixels",
+    )
+    p.add_argument(
+        "--products-per-photo",
+        type=float,
+        default=150.0,
+        help="prior of the auto tiling: products a photo holds (default 150, a dense "
+        "SKU-110K-like shelf photo)",
+    )
+    p.add_argument(
+        "--train-products-per-image",
+        type=float,
+        help="products per training image (default: measured on --reference-dataset)",
+    )
+    p.add_argument(
+        "--reference-dataset",
+        help="a registered labelled set at the training scale that calibrates the "
+        "count threshold (default: the config's first DATASETS.TEST)",
+    )
+    p.add_argument(
+        "--count-threshold",
+        type=float,
+        help="score threshold of the detection count (default: calibrated)",
+    )
+    p.add_argument(
+        "--peak-threshold",
+        type=float,
+        help="height of a map peak that counts (default: calibrated)",
+    )
+    p.add_argument(
+        "--rescore-alpha",
+        type=float,
+        help="multiply scores by the Gaussian map at the box centre to this power; 0 "
+        "is off (default: 0.5 for models with a Gaussian branch, else 0; see "
+        "results/rescoring_experiment.md)",
+    )
     p.add_argument("--overlay", action="store_true", help="write overlays/<photo>.png")
     p.add_argument("--overlay-max-side", type=int, default=1024)
-    p.add_argument("--no-exif", action="store_true",
-                   help="ignore EXIF orientation: boxes on the pixels as stored")
+    p.add_argument(
+        "--no-exif",
+        action="store_true",
+        help="ignore EXIF orientation: boxes on the pixels as stored",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--opts", default=[], nargs=argparse.REMAINDER,
-                   help="config options as KEY VALUE pairs")
+    p.add_argument(
+        "--opts", default=[], nargs=argparse.REMAINDER, help="config options as KEY VALUE pairs"
+    )
     return p
 
 
@@ -104,18 +139,23 @@ def predict(args):
 
     reference = args.reference_dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
     need_reference = args.count_threshold is None or (
-        args.tiling == "auto" and args.train_products_per_image is None)
+        args.tiling == "auto" and args.train_products_per_image is None
+    )
     if need_reference and (not reference or reference not in DatasetCatalog.list()):
         raise SystemExit(
             f"the reference dataset {reference!r} is not registered: pass --reference-dataset, or "
-            "both --count-threshold and --train-products-per-image (or --tiling off)")
+            "both --count-threshold and --train-products-per-image (or --tiling off)"
+        )
     train_density = args.train_products_per_image
     if args.tiling == "auto" and train_density is None:
         train_density = products_per_image(reference)
 
     predictor = ShelfPredictor(
-        cfg, tiling=args.tiling, products_per_photo=args.products_per_photo,
-        products_per_train_image=train_density, batch_size=args.batch_size,
+        cfg,
+        tiling=args.tiling,
+        products_per_photo=args.products_per_photo,
+        products_per_train_image=train_density,
+        batch_size=args.batch_size,
         rescore_alpha=args.rescore_alpha,
     )
     if args.count_threshold is None:
@@ -129,18 +169,30 @@ def predict(args):
 
     logger.info(f"{len(files)} photos -> {args.output}")
     summary = run_prediction(
-        predictor, files, args.output,
-        input_format=cfg.INPUT.FORMAT, apply_exif=not args.no_exif,
-        count_calibration=calibration, template_size=cfg.MODEL.GAUSSIAN.TEMPLATE_SIZE,
-        sigma=cfg.MODEL.GAUSSIAN.SIGMA, overlay=args.overlay,
-        overlay_max_side=args.overlay_max_side, progress=not args.no_progress,
+        predictor,
+        files,
+        args.output,
+        input_format=cfg.INPUT.FORMAT,
+        apply_exif=not args.no_exif,
+        count_calibration=calibration,
+        template_size=cfg.MODEL.GAUSSIAN.TEMPLATE_SIZE,
+        sigma=cfg.MODEL.GAUSSIAN.SIGMA,
+        overlay=args.overlay,
+        overlay_max_side=args.overlay_max_side,
+        progress=not args.no_progress,
         run_info={
-            "config_file": args.config_file, "weights": cfg.MODEL.WEIGHTS,
-            "device": cfg.MODEL.DEVICE, "tiling": str(args.tiling),
+            "config_file": args.config_file,
+            "weights": cfg.MODEL.WEIGHTS,
+            "device": cfg.MODEL.DEVICE,
+            "tiling": (
+                args.tiling if isinstance(args.tiling, str) else "{1}x{0}".format(*args.tiling)
+            ),
             "products_per_photo": args.products_per_photo,
-            "train_products_per_image": train_density, "batch_size": args.batch_size,
+            "train_products_per_image": train_density,
+            "batch_size": args.batch_size,
             "num_threads": torch.get_num_threads(),
-            "rescore_alpha": predictor.rescore_alpha, "apply_exif": not args.no_exif,
+            "rescore_alpha": predictor.rescore_alpha,
+            "apply_exif": not args.no_exif,
         },
     )
     for s in summary["skipped"]:

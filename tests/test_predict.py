@@ -2,6 +2,7 @@
 Inference on photos (gaussian_retina.inference, gaussian_retina.predict): writers, tile merge,
 counts, the predictor on a random-init model, and the command on a folder with a broken photo.
 """
+
 import json
 import shutil
 
@@ -50,11 +51,14 @@ def test_csv_round_trip(tmp_path):
     write_detections_csv(path, "a.jpg", (480, 640), boxes, scores, ["object"], np.array([0, 0]))
     rows = read_detections_csv(path)
     assert path.read_text().splitlines()[0] == (
-        "image_name,x1,y1,x2,y2,class,image_width,image_height,score")
+        "image_name,x1,y1,x2,y2,class,image_width,image_height,score"
+    )
     assert [r["image_name"] for r in rows] == ["a.jpg", "a.jpg"]
     np.testing.assert_allclose([r["box"] for r in rows], boxes, atol=0.05)
     np.testing.assert_allclose([r["score"] for r in rows], scores, atol=1e-4)
-    assert {(r["image_width"], r["image_height"], r["class"]) for r in rows} == {(640, 480, "object")}
+    assert {(r["image_width"], r["image_height"], r["class"]) for r in rows} == {
+        (640, 480, "object")
+    }
 
 
 def test_csv_reader_names_file_and_line(tmp_path):
@@ -72,7 +76,10 @@ def test_coco_round_trip(tmp_path):
     writer.save(tmp_path / "r.json")
     data = json.loads((tmp_path / "r.json").read_text())
     assert [(i["id"], i["file_name"], i["width"], i["height"]) for i in data["images"]] == [
-        (1, "a.jpg", 200, 100), (2, "b.jpg", 60, 50), (3, "c.jpg", 60, 50)]
+        (1, "a.jpg", 200, 100),
+        (2, "b.jpg", 60, 50),
+        (3, "c.jpg", 60, 50),
+    ]
     assert data["annotations"][0]["bbox"] == [1, 2, 10, 20]  # XYWH
     back = read_coco_results(tmp_path / "r.json")
     assert back["b.jpg"] == []
@@ -137,16 +144,25 @@ def test_detection_cap_applies_after_the_merge():
         xs = torch.arange(200) % 20 * 4.0 + x0
         ys = torch.arange(200) // 20 * 9.0
         sc = torch.rand(200, generator=g)
-        per_tile.append([(x, y, x + 3, y + 8, s) for x, y, s in zip(xs.tolist(), ys.tolist(), sc.tolist())])
+        per_tile.append(
+            [(x, y, x + 3, y + 8, s) for x, y, s in zip(xs.tolist(), ys.tolist(), sc.tolist())]
+        )
     windows = [(0, 0, 80, 100), (120, 0, 200, 100)]
-    boxes = [torch.tensor([d[:4] for d in t]) - torch.tensor([w[0], 0, w[0], 0]) for t, w in zip(per_tile, windows)]
+    boxes = [
+        torch.tensor([d[:4] for d in t]) - torch.tensor([w[0], 0, w[0], 0])
+        for t, w in zip(per_tile, windows)
+    ]
     scores = [torch.tensor([d[4] for d in t]) for t in per_tile]
     classes = [torch.zeros(200, dtype=torch.long)] * 2
-    b, s, _, _ = merge_tile_detections(boxes, scores, classes, windows, (100, 200), max_detections=300)
+    b, s, _, _ = merge_tile_detections(
+        boxes, scores, classes, windows, (100, 200), max_detections=300
+    )
     assert len(b) == 300
     everything = torch.cat(scores)
     # The photo's best 300, however they split between the tiles (not 150 each).
-    assert torch.equal(torch.sort(s, descending=True).values, torch.sort(everything, descending=True).values[:300])
+    assert torch.equal(
+        torch.sort(s, descending=True).values, torch.sort(everything, descending=True).values[:300]
+    )
     per_tile_kept = (b[:, 0] >= 120).sum().item()
     assert per_tile_kept != 150
 
@@ -161,14 +177,17 @@ def test_grids_cover_the_photo_with_equal_tiles_and_overlap():
     xs = sorted({w[0] for w in grid.windows})
     assert all(b - a <= 500 - 100 for a, b in zip(xs, xs[1:]))
     # The auto rule: a photo at the training scale is one pass; a denser, large one is tiled.
-    small = auto_tile_grid((192, 256), input_size=(192, 256), products_per_photo=300,
-                           products_per_train_image=80)
+    small = auto_tile_grid(
+        (192, 256), input_size=(192, 256), products_per_photo=300, products_per_train_image=80
+    )
     assert small.num_tiles == 1
-    big = auto_tile_grid((3000, 4000), input_size=(192, 256), products_per_photo=300,
-                         products_per_train_image=80)
+    big = auto_tile_grid(
+        (3000, 4000), input_size=(192, 256), products_per_photo=300, products_per_train_image=80
+    )
     assert big.num_tiles == 4 and big.windows[-1][2:] == (4000, 3000)
-    same = auto_tile_grid((3000, 4000), input_size=(192, 256), products_per_photo=80,
-                          products_per_train_image=80)
+    same = auto_tile_grid(
+        (3000, 4000), input_size=(192, 256), products_per_photo=80, products_per_train_image=80
+    )
     assert same.num_tiles == 1
     assert parse_tiling("1024x768") == (768, 1024) and parse_tiling("OFF") == "off"
     with pytest.raises(ValueError, match="WxH"):
@@ -184,8 +203,10 @@ def test_counts_from_detections_and_from_a_rendered_map():
     assert mae == 0 and 0.3 < thr <= 0.6
 
     # A shelf of 6 x 4 touching products of 24 x 32 px, stride 2, as the training targets.
-    boxes = np.array([[10 + 24 * i, 8 + 32 * j, 34 + 24 * i, 40 + 32 * j]
-                      for i in range(6) for j in range(4)], np.float64)
+    boxes = np.array(
+        [[10 + 24 * i, 8 + 32 * j, 34 + 24 * i, 40 + 32 * j] for i in range(6) for j in range(4)],
+        np.float64,
+    )
     gmap = render_gaussian_map(boxes, (150, 170), stride=2)
     assert count_map_peaks(gmap, 0.5) == 24
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
@@ -210,13 +231,16 @@ def _random_model(max_size=256):
 def test_predictor_tiles_batches_and_caps():
     cfg, model = _random_model()
     image = (np.random.default_rng(0).random((300, 500, 3)) * 255).astype(np.uint8)
-    pred = ShelfPredictor(model=model, test_size=(96, 128), tiling=(200, 240), batch_size=3,
-                          max_detections=50)
+    pred = ShelfPredictor(
+        model=model, test_size=(96, 128), tiling=(200, 240), batch_size=3, max_detections=50
+    )
     out = pred([image, image[:100, :150]])
     assert [p.grid.num_tiles for p in out] == [6, 1]
     for p, (h, w) in zip(out, [(300, 500), (100, 150)]):
         assert p.image_size == (h, w) and len(p.scores) == 50
-        assert (p.boxes[:, 0::2] <= w).all() and (p.boxes[:, 1::2] <= h).all() and (p.boxes >= 0).all()
+        assert (
+            (p.boxes[:, 0::2] <= w).all() and (p.boxes[:, 1::2] <= h).all() and (p.boxes >= 0).all()
+        )
         assert np.all(np.diff(p.scores) <= 0)
         # The stitched map covers the photo at the tiles' common stride.
         assert p.gaussian_map.shape == (np.ceil(h / p.map_stride), np.ceil(w / p.map_stride))
@@ -236,16 +260,44 @@ def test_predict_command_skips_a_truncated_photo(tmp_path, capfd):
     weights = tmp_path / "random.pth"
     torch.save({"model": model.state_dict()}, weights)
     out = tmp_path / "out"
-    main(["--config-file", str(ROOT / "configs/synthetic/gln_R18.yaml"),
-          "--weights", str(weights), "--input", str(photos), "--output", str(out),
-          "--device", "cpu", "--count-threshold", "0.01", "--tiling", "auto",
-          "--train-products-per-image", "80", "--products-per-photo", "300",
-          "--overlay", "--overlay-max-side", "256", "--no-progress",
-          "--opts", "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"])
+    main(
+        [
+            "--config-file",
+            str(ROOT / "configs/synthetic/gln_R18.yaml"),
+            "--weights",
+            str(weights),
+            "--input",
+            str(photos),
+            "--output",
+            str(out),
+            "--device",
+            "cpu",
+            "--count-threshold",
+            "0.01",
+            "--peak-threshold",
+            "0.5",
+            "--tiling",
+            "auto",
+            "--train-products-per-image",
+            "80",
+            "--products-per-photo",
+            "300",
+            "--overlay",
+            "--overlay-max-side",
+            "256",
+            "--no-progress",
+            "--opts",
+            "MODEL.RETINANET.SCORE_THRESH_TEST",
+            "0.0",
+        ]
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["photos_done"] == 1 and summary["photos_skipped"] == 1
     assert summary["skipped"][0]["file"].endswith("cut.jpg")
-    assert "cut.jpg" in summary["skipped"][0]["reason"] and "truncated" in summary["skipped"][0]["reason"]
+    assert (
+        "cut.jpg" in summary["skipped"][0]["reason"]
+        and "truncated" in summary["skipped"][0]["reason"]
+    )
     printed = "".join(capfd.readouterr())
     assert "cut.jpg: truncated JPEG" in printed and "1 skipped" in printed
     photo = summary["photos"][0]
@@ -255,13 +307,35 @@ def test_predict_command_skips_a_truncated_photo(tmp_path, capfd):
     assert photo["count"]["detections"] == sum(r["score"] >= 0.01 for r in rows)
     assert set(read_coco_results(out / "coco_results.json")) == {"good.jpg"}
     assert (out / "overlays/good.png").stat().st_size > 0
+    counts = (out / "counts.csv").read_text().splitlines()
+    assert counts[0] == "image_name,detections,map_mass,map_peaks" and counts[1].startswith(
+        "good.jpg,"
+    )
+    assert len(counts) == 2
+
+
+def test_predictor_on_a_model_without_gaussian_branch():
+    cfg = get_config("synthetic/retinanet_R18.yaml")
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    model.test_score_thresh, model.test_topk_candidates = 0.0, 100
+    image = (np.random.default_rng(0).random((200, 300, 3)) * 255).astype(np.uint8)
+    pred = ShelfPredictor(model=model, test_size=(96, 128), tiling=(120, 160))
+    assert pred.rescore_alpha == 0  # nothing to rescore with
+    out = pred([image])[0]
+    assert out.gaussian_map is None and out.grid.num_tiles == 6 and len(out.scores) > 0
+    with pytest.raises(ValueError, match="Gaussian branch"):
+        ShelfPredictor(model=model, tiling="off", rescore_alpha=0.5)
 
 
 def test_batching_does_not_change_results():
     # Photos of different sizes are not padded into one batch (GroupNorm would see the padding).
     _, model = _random_model()
     rng = np.random.default_rng(1)
-    images = [(rng.random(s) * 255).astype(np.uint8) for s in [(120, 200, 3), (150, 150, 3), (120, 200, 3)]]
+    images = [
+        (rng.random(s) * 255).astype(np.uint8)
+        for s in [(120, 200, 3), (150, 150, 3), (120, 200, 3)]
+    ]
     one = ShelfPredictor(model=model, test_size=(96, 128), tiling="off", batch_size=1)
     four = ShelfPredictor(model=model, test_size=(96, 128), tiling="off", batch_size=4)
     for a, b in zip(one(images), four(images)):

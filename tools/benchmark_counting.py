@@ -89,8 +89,12 @@ def main():
     root = Path(args.tobacco_root)
     if TOBACCO not in DatasetCatalog.list():
         register_retail_dataset(TOBACCO, str(root / "images"), str(root / "annotations.csv"))
-    predictor = ShelfPredictor(cfg, tiling="auto", products_per_photo=150.0,
-                               products_per_train_image=products_per_image(args.val))
+    predictor = ShelfPredictor(
+        cfg,
+        tiling="auto",
+        products_per_photo=150.0,
+        products_per_train_image=products_per_image(args.val),
+    )
     sets = {}
     for name in (args.val, TOBACCO):
         records = DatasetCatalog.get(name)
@@ -112,10 +116,12 @@ def main():
         cv_true.extend(val_true[b])
     rows.append((f"{args.val} (2-fold CV)", cv_pred, cv_true))
     tob_preds, tob_true = sets[TOBACCO]
-    rows.append((f"tobacco_shelves (24 photos)", counts(tob_preds, thr, peak, cfg), tob_true))
+    rows.append(("tobacco_shelves (24 photos)", counts(tob_preds, thr, peak, cfg), tob_true))
 
-    lines = ["| set | mean true count | " + " | ".join(f"{m} MAE | rel. err." for m in METHODS) + " |",
-             "|---|---:|" + "---:|---:|" * len(METHODS)]
+    lines = [
+        "| set | mean true count | " + " | ".join(f"{m} MAE | rel. err." for m in METHODS) + " |",
+        "|---|---:|" + "---:|---:|" * len(METHODS),
+    ]
     for name, pred, true in rows:
         cells = []
         for m in METHODS:
@@ -129,7 +135,8 @@ def main():
         f"command): detection score {thr:.2f}, map peak height {peak:.2f}. Mean predicted count "
         "on tobacco: " + ", ".join(f"{m} {v:.1f}" for m, v in means.items()) + ".",
         f"PyTorch threads {args.num_threads}; load average before "
-        + ", ".join(f"{v:.2f}" for v in load_before) + ", after "
+        + ", ".join(f"{v:.2f}" for v in load_before)
+        + ", after "
         + ", ".join(f"{v:.2f}" for v in os.getloadavg())
         + f"; {time.perf_counter() - t0:.0f} s in all.",
     ]

@@ -63,7 +63,7 @@ def build_cfg(config_file, weights):
 
 
 def sahi_model(cfg):
-    """SAHI's Detectron2 wrapper, loading our config keys (its own load_model knows only Detectron2's)."""
+    """SAHI's Detectron2 wrapper, loading our config (its load_model knows Detectron2's keys)."""
     from detectron2.engine import DefaultPredictor
     from sahi.models.detectron2 import Detectron2DetectionModel
 
@@ -72,9 +72,14 @@ def sahi_model(cfg):
             self.model = DefaultPredictor(cfg)
             self.category_names = ["object"]
 
-    return ShelfDetectron2Model(model_path=cfg.MODEL.WEIGHTS, config_path=None, device="cpu",
-                                confidence_threshold=cfg.MODEL.RETINANET.SCORE_THRESH_TEST,
-                                category_mapping={"0": "object"}, load_at_init=True)
+    return ShelfDetectron2Model(
+        model_path=cfg.MODEL.WEIGHTS,
+        config_path=None,
+        device="cpu",
+        confidence_threshold=cfg.MODEL.RETINANET.SCORE_THRESH_TEST,
+        category_mapping={"0": "object"},
+        load_at_init=True,
+    )
 
 
 def sahi_predict_fn(model, grid_for, standard_pred=True):
@@ -84,20 +89,29 @@ def sahi_predict_fn(model, grid_for, standard_pred=True):
         out = []
         for image in images:  # SAHI takes one photo at a time
             grid = grid_for(image.shape[:2])
-            (th, tw), (x0, y0, x1, y1) = grid.tile_size, grid.windows[0]
+            th, tw = grid.tile_size
             # Our grid spreads its tiles evenly; SAHI takes the overlap as a ratio of the tile.
             cols, rows = sorted({w[0] for w in grid.windows}), sorted({w[1] for w in grid.windows})
             ox = (tw - (cols[1] - cols[0])) / tw if len(cols) > 1 else 0.2
             oy = (th - (rows[1] - rows[0])) / th if len(rows) > 1 else 0.2
             res = get_sliced_prediction(
-                np.ascontiguousarray(image[:, :, ::-1]), model, slice_height=th, slice_width=tw,
-                overlap_height_ratio=oy, overlap_width_ratio=ox, verbose=0,
+                np.ascontiguousarray(image[:, :, ::-1]),
+                model,
+                slice_height=th,
+                slice_width=tw,
+                overlap_height_ratio=oy,
+                overlap_width_ratio=ox,
+                verbose=0,
                 perform_standard_pred=standard_pred,
             )
             preds = res.object_prediction_list
-            out.append((np.array([p.bbox.to_xyxy() for p in preds], np.float32).reshape(-1, 4),
-                        np.array([p.score.value for p in preds], np.float32),
-                        np.array([p.category.id for p in preds], np.int64)))
+            out.append(
+                (
+                    np.array([p.bbox.to_xyxy() for p in preds], np.float32).reshape(-1, 4),
+                    np.array([p.score.value for p in preds], np.float32),
+                    np.array([p.category.id for p in preds], np.int64),
+                )
+            )
         return out
 
     return predict
@@ -116,11 +130,17 @@ def main():
     p.add_argument("--weights", required=True)
     p.add_argument("--tobacco-root", default="../shared/data/tobacco_shelves")
     p.add_argument("--sku-root", default="../shared/data/sku110k_photos")
-    p.add_argument("--methods", nargs="+", default=["single", "auto", "dense", "sahi", "sahi_tiles"])
+    p.add_argument(
+        "--methods", nargs="+", default=["single", "auto", "dense", "sahi", "sahi_tiles"]
+    )
     p.add_argument("--dense-prior", type=float, default=300.0)
     p.add_argument("--reference-dataset", default="synthetic_shelves_val")
-    p.add_argument("--num-threads", type=int, default=1,
-                   help="1: the machine's other core is busy; more threads then slow PyTorch down")
+    p.add_argument(
+        "--num-threads",
+        type=int,
+        default=1,
+        help="1: the machine's other core is busy; more threads then slow PyTorch down",
+    )
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-images", type=int, default=0)
     p.add_argument("--rounds", type=int, default=3, help="timing rounds (median per photo)")
@@ -145,9 +165,14 @@ def main():
     decode = (time.perf_counter() - t0) / len(tobacco + sku)
 
     def ours(tiling, prior):
-        return ShelfPredictor(cfg, tiling=tiling, products_per_photo=prior,
-                              products_per_train_image=train_density, batch_size=args.batch_size,
-                              with_map=False)
+        return ShelfPredictor(
+            cfg,
+            tiling=tiling,
+            products_per_photo=prior,
+            products_per_train_image=train_density,
+            batch_size=args.batch_size,
+            with_map=False,
+        )
 
     dense = ours("auto", args.dense_prior)
     methods = []
@@ -157,13 +182,22 @@ def main():
             fn, label = ours_predict_fn(predictor), "single resized pass (`--tiling off`)"
         elif method == "auto":
             predictor = ours("auto", 150.0)
-            fn, label = ours_predict_fn(predictor), "ours, `--tiling auto` (prior 150 products/photo)"
+            fn, label = (
+                ours_predict_fn(predictor),
+                "ours, `--tiling auto` (prior 150 products/photo)",
+            )
         elif method == "dense":
             predictor = dense
-            fn, label = ours_predict_fn(predictor), f"ours, `--tiling auto --products-per-photo {args.dense_prior:g}`"
+            fn, label = (
+                ours_predict_fn(predictor),
+                f"ours, `--tiling auto --products-per-photo {args.dense_prior:g}`",
+            )
         elif method == "sahi":
             predictor = dense
-            fn, label = sahi_predict_fn(sahi_model(cfg), dense.grid_for), "SAHI 0.12 (Detectron2 wrapper), same tiles as `dense`, plus its full-photo pass"
+            fn, label = (
+                sahi_predict_fn(sahi_model(cfg), dense.grid_for),
+                "SAHI 0.12 (Detectron2 wrapper), same tiles as `dense`, plus its full-photo pass",
+            )
         elif method == "sahi_tiles":
             predictor = dense
             fn = sahi_predict_fn(sahi_model(cfg), dense.grid_for, standard_pred=False)
@@ -177,8 +211,12 @@ def main():
     for method, label, fn, predictor in methods:
         dets, _ = predict_records(fn, tobacco, cfg.INPUT.FORMAT, 1)
         metrics = score_detections(name, dets, cfg.TEST.DETECTIONS_PER_IMAGE)
-        tiles_t = np.mean([predictor.grid_for((r["height"], r["width"])).num_tiles for r in tobacco])
-        tiles_s = np.mean([predictor.grid_for(read_shelf_image(r, "BGR").shape[:2]).num_tiles for r in sku])
+        tiles_t = np.mean(
+            [predictor.grid_for((r["height"], r["width"])).num_tiles for r in tobacco]
+        )
+        tiles_s = np.mean(
+            [predictor.grid_for(read_shelf_image(r, "BGR").shape[:2]).num_tiles for r in sku]
+        )
         rows.append(dict(key=method, method=label, tiles_t=tiles_t, tiles_s=tiles_s, **metrics))
         logger.info(f"{method}: {rows[-1]}")
 
@@ -208,14 +246,18 @@ def main():
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['tiles_t']:.1f}, {r['tiles_s']:.1f} | {r['sec_t']:.2f} | "
-            f"{r['sec_s']:.2f} | {r['AP']:.1f} | {r['AP50']:.1f} | {r['AP75']:.1f} | {r['AR300']:.1f} |"
+            f"{r['sec_s']:.2f} | {r['AP']:.1f} | {r['AP50']:.1f} | {r['AP75']:.1f} | "
+            f"{r['AR300']:.1f} |"
         )
     lines += [
         "",
         f"Decoding a photo (not in the times): {decode:.2f} s on average. PyTorch threads: "
-        f"{args.num_threads}. Times: median of {args.rounds} interleaved rounds per photo, mean over photos. Load average (1, 5, 15 min) before: "
-        + ", ".join(f"{v:.2f}" for v in load_before) + "; after: "
-        + ", ".join(f"{v:.2f}" for v in load_after) + f". Training products per image "
+        f"{args.num_threads}. Times: median of {args.rounds} interleaved rounds per photo, mean "
+        "over photos. Load average (1, 5, 15 min) before: "
+        + ", ".join(f"{v:.2f}" for v in load_before)
+        + "; after: "
+        + ", ".join(f"{v:.2f}" for v in load_after)
+        + f". Training products per image "
         f"({args.reference_dataset}): {train_density:.1f}.",
     ]
     table = "\n".join(lines)

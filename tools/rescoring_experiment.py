@@ -12,8 +12,9 @@ Writes a Markdown table (results/rescoring_experiment.md):
 
 The rule is fixed before looking (alpha in 0.5, 1: a square-root and a plain product); alpha is
 chosen on synthetic_shelves_val, then checked on the tobacco photos; it is on by default
-(gaussian_retina.inference.predictor.DEFAULT_RESCORE_ALPHA) only if it raises AP on both sets. Inference as the predict command's
-default (``--tiling auto``, one pass on these photos); rescoring happens per tile before the merge.
+(gaussian_retina.inference.predictor.DEFAULT_RESCORE_ALPHA) only if it raises AP on both sets.
+Inference as the predict command's default (``--tiling auto``, one pass on these photos);
+rescoring happens per tile, before the merge.
 """
 
 import argparse
@@ -55,25 +56,35 @@ def main():
     if TOBACCO not in DatasetCatalog.list():
         register_retail_dataset(TOBACCO, str(root / "images"), str(root / "annotations.csv"))
     density = products_per_image(args.val)
-    predictor = ShelfPredictor(cfg, tiling="auto", products_per_photo=150.0,
-                               products_per_train_image=density)
+    predictor = ShelfPredictor(
+        cfg, tiling="auto", products_per_photo=150.0, products_per_train_image=density
+    )
 
-    lines = ["| score | " + " | ".join(f"{n} AP | AP50 | AR300" for n in (args.val, "tobacco (24)")) + " |",
-             "|---|" + "---:|---:|---:|" * 2]
+    lines = [
+        "| score | "
+        + " | ".join(f"{n} AP | AP50 | AR300" for n in (args.val, "tobacco (24)"))
+        + " |",
+        "|---|" + "---:|---:|---:|" * 2,
+    ]
     for alpha in args.alphas:
         predictor.rescore_alpha = alpha
         cells = []
         for name in (args.val, TOBACCO):
-            preds, _ = predict_records(predictor, DatasetCatalog.get(name), cfg.INPUT.FORMAT,
-                                       predictor.batch_size)
+            preds, _ = predict_records(
+                predictor, DatasetCatalog.get(name), cfg.INPUT.FORMAT, predictor.batch_size
+            )
             m = score_detections(name, [(p.boxes, p.scores, p.classes) for p in preds])
             cells.append(f"{m['AP']:.1f} | {m['AP50']:.1f} | {m['AR300']:.1f}")
         label = "plain (alpha 0)" if alpha == 0 else f"score * map(centre)^{alpha:g}"
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(f"PyTorch threads {args.num_threads}; load average before "
-                 + ", ".join(f"{v:.2f}" for v in load_before) + ", after "
-                 + ", ".join(f"{v:.2f}" for v in os.getloadavg()) + ".")
+    lines.append(
+        f"PyTorch threads {args.num_threads}; load average before "
+        + ", ".join(f"{v:.2f}" for v in load_before)
+        + ", after "
+        + ", ".join(f"{v:.2f}" for v in os.getloadavg())
+        + "."
+    )
     table = "\n".join(lines)
     print(table)
     if args.table:

@@ -64,9 +64,9 @@ def count_map_mass(
     ``template_mean * A / map_stride**2`` in a "sum" map, so N boxes leave
     ``template_mean * N * mean(A) / map_stride**2``: the count is the map's sum over that, with
     mean(A) taken over the photo's confident detections (the map alone does not say how large
-    the products are). The mean, not the median: the relation is exact for the mean (on
-    rendered target maps of the first 20 images of synthetic_shelves_val it gives 70.27 for 70.25 products; the median
-    of the skewed product sizes gives nearly twice that).
+    the products are). The mean, not the median: the relation is exact for the mean (on the
+    rendered target maps of the first 20 images of synthetic_shelves_val it gives 70.27 for
+    70.25 products; the median of the skewed product sizes gives nearly twice that).
 
     Args:
         gaussian_map: (h, w) predicted map, negative values counted as 0.
@@ -86,12 +86,17 @@ def count_errors(predicted: Sequence[float], true: Sequence[float]) -> Dict[str,
     p, t = np.asarray(predicted, dtype=np.float64), np.asarray(true, dtype=np.float64)
     err = np.abs(p - t)
     rel = err[t > 0] / t[t > 0]
-    return {"mae": float(err.mean()) if err.size else float("nan"),
-            "mean_rel_error": float(rel.mean()) if rel.size else float("nan")}
+    return {
+        "mae": float(err.mean()) if err.size else float("nan"),
+        "mean_rel_error": float(rel.mean()) if rel.size else float("nan"),
+    }
 
 
 def calibrate_threshold(
-    values_per_image: Sequence, true_counts: Sequence[float], counter, candidates: Optional[Sequence[float]] = None
+    values_per_image: Sequence,
+    true_counts: Sequence[float],
+    counter,
+    candidates: Optional[Sequence[float]] = None,
 ):
     """
     The threshold minimising count MAE over a labelled set.

@@ -43,8 +43,9 @@ def predict_records(
     return results, seconds
 
 
-def score_detections(dataset_name: str, detections: Sequence[Tuple], max_dets: int = 300,
-                     output_dir=None) -> Dict[str, float]:
+def score_detections(
+    dataset_name: str, detections: Sequence[Tuple], max_dets: int = 300, output_dir=None
+) -> Dict[str, float]:
     """
     Args:
         detections: per record of ``dataset_name``, in order: (boxes (N, 4) XYXY in the image's
@@ -55,18 +56,23 @@ def score_detections(dataset_name: str, detections: Sequence[Tuple], max_dets: i
     """
     records = DatasetCatalog.get(dataset_name)
     if len(records) != len(detections):
-        raise ValueError(f"{dataset_name} has {len(records)} images, got {len(detections)} predictions")
+        raise ValueError(
+            f"{dataset_name} has {len(records)} images, got {len(detections)} predictions"
+        )
     if output_dir is None:
         # COCOEvaluator converts a non-COCO dataset into a json under output_dir.
         output_dir = tempfile.mkdtemp(prefix="gaussian_retina_eval_")
-    evaluator = DenseCOCOEvaluator(dataset_name, distributed=False, output_dir=output_dir,
-                                   max_dets_per_image=max_dets)
+    evaluator = DenseCOCOEvaluator(
+        dataset_name, distributed=False, output_dir=output_dir, max_dets_per_image=max_dets
+    )
     evaluator.reset()
     for r, (boxes, scores, classes) in zip(records, detections):
         inst = Instances((r["height"], r["width"]))
         inst.pred_boxes = Boxes(torch.as_tensor(np.asarray(boxes, np.float32).reshape(-1, 4)))
         inst.scores = torch.as_tensor(np.asarray(scores, np.float32))
         inst.pred_classes = torch.as_tensor(np.asarray(classes, np.int64))
-        evaluator.process([{"image_id": r["image_id"], "height": r["height"], "width": r["width"]}],
-                          [{"instances": inst}])
+        evaluator.process(
+            [{"image_id": r["image_id"], "height": r["height"], "width": r["width"]}],
+            [{"instances": inst}],
+        )
     return paper_metrics(evaluator.evaluate().get("bbox", {}), max_dets)

@@ -28,8 +28,9 @@ class _ShelfVisualizer(Visualizer):
         return super().draw_box(box_coord, 0.9, edge_color, line_style)
 
 
-def draw_overlay(image_rgb: np.ndarray, boxes, gaussian_map: Optional[np.ndarray] = None,
-                 max_side: int = 1024) -> np.ndarray:
+def draw_overlay(
+    image_rgb: np.ndarray, boxes, gaussian_map: Optional[np.ndarray] = None, max_side: int = 1024
+) -> np.ndarray:
     """
     Args:
         image_rgb: (H, W, 3) uint8 photo.
@@ -42,7 +43,9 @@ def draw_overlay(image_rgb: np.ndarray, boxes, gaussian_map: Optional[np.ndarray
     """
     H, W = image_rgb.shape[:2]
     f = min(1.0, max_side / max(H, W))
-    small = cv2.resize(image_rgb, (max(1, round(W * f)), max(1, round(H * f))), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        image_rgb, (max(1, round(W * f)), max(1, round(H * f))), interpolation=cv2.INTER_AREA
+    )
     vis = _ShelfVisualizer(small)
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * f
     if len(boxes):

@@ -156,8 +156,11 @@ class ShelfPredictor:
         for ks in by_size.values():
             for start in range(0, len(ks), self.batch_size):
                 chunk = ks[start : start + self.batch_size]
-                crops = [images[jobs[k][0]][y0:y1, x0:x1] for k in chunk
-                         for (x0, y0, x1, y1) in [jobs[k][1]]]
+                crops = [
+                    images[jobs[k][0]][y0:y1, x0:x1]
+                    for k in chunk
+                    for (x0, y0, x1, y1) in [jobs[k][1]]
+                ]
                 for k, out in zip(chunk, self._run_tiles(crops)):
                     tile_out[k] = out
         results, k = [], 0
@@ -178,8 +181,11 @@ class ShelfPredictor:
             h, w = crop.shape[:2]
             image = self.resize.get_transform(crop).apply_image(crop)
             inputs.append(
-                {"image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
-                 "height": h, "width": w}
+                {
+                    "image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
+                    "height": h,
+                    "width": w,
+                }
             )
             strides.append(h / image.shape[0])
         instances, maps = self._forward(inputs)
@@ -197,8 +203,7 @@ class ShelfPredictor:
         head_features = [features[f] for f in model.head_in_features]
         results = model.forward_inference(images, head_features, model.head(head_features))
         instances = [
-            detector_postprocess(r, x["height"], x["width"])
-            for r, x in zip(results, inputs)
+            detector_postprocess(r, x["height"], x["width"]) for r, x in zip(results, inputs)
         ]
         if not self.with_map:
             return instances, [None] * len(inputs)
@@ -221,8 +226,13 @@ class ShelfPredictor:
             scores.append(sc)
             classes.append(inst.pred_classes)
         b, s, c, _ = merge_tile_detections(
-            boxes, scores, classes, grid.windows, grid.image_size,
-            nms_thresh=self.nms_thresh, max_detections=self.max_detections,
+            boxes,
+            scores,
+            classes,
+            grid.windows,
+            grid.image_size,
+            nms_thresh=self.nms_thresh,
+            max_detections=self.max_detections,
         )
         pred = Prediction(b.numpy(), s.numpy(), c.numpy(), grid.image_size, grid)
         if self.return_map and outs and outs[0][1] is not None:

@@ -3,6 +3,7 @@ A prediction run over folders of photos (the body of ``gaussian-retina-predict``
 reference set that calibrates its counts and gives the training scale.
 """
 
+import csv
 import glob
 import json
 import logging
@@ -19,7 +20,6 @@ from ..data.image_reader import BadImageError, read_shelf_image
 from .counting import (
     calibrate_threshold,
     count_detections,
-    count_errors,
     count_map_mass,
     count_map_peaks,
 )
@@ -27,8 +27,14 @@ from .overlay import draw_overlay, save_png
 from .predictor import ShelfPredictor
 from .writers import CocoResultsWriter, write_detections_csv
 
-__all__ = ["IMAGE_EXTENSIONS", "calibrate_counts", "find_images", "photo_counts",
-           "products_per_image", "run_prediction"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "calibrate_counts",
+    "find_images",
+    "photo_counts",
+    "products_per_image",
+    "run_prediction",
+]
 
 logger = logging.getLogger("gaussian_retina.predict")
 
@@ -45,16 +51,22 @@ def find_images(inputs: Sequence[str]) -> List[str]:
     for spec in inputs:
         if os.path.isdir(spec):
             files = sorted(
-                str(p) for p in Path(spec).rglob("*")
+                str(p)
+                for p in Path(spec).rglob("*")
                 if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
             )
         elif os.path.isfile(spec):
             files = [spec]
         else:
-            files = sorted(f for f in glob.glob(spec, recursive=True)
-                           if os.path.isfile(f) and Path(f).suffix.lower() in IMAGE_EXTENSIONS)
+            files = sorted(
+                f
+                for f in glob.glob(spec, recursive=True)
+                if os.path.isfile(f) and Path(f).suffix.lower() in IMAGE_EXTENSIONS
+            )
         if not files:
-            raise FileNotFoundError(f"{spec}: no such file, or no image files in that folder or pattern")
+            raise FileNotFoundError(
+                f"{spec}: no such file, or no image files in that folder or pattern"
+            )
         found.extend(files)
     return list(dict.fromkeys(found))
 
@@ -67,17 +79,29 @@ def products_per_image(dataset_name: str) -> float:
     return float(np.mean([len(r.get("annotations", [])) for r in records]))
 
 
-def photo_counts(pred, count_threshold: float, peak_threshold: Optional[float],
-                 template_size: int = 120, sigma: float = 40.0) -> Dict[str, float]:
-    """Counts of one :class:`Prediction`: detections at the threshold, and the map's when it has one."""
+def photo_counts(
+    pred,
+    count_threshold: float,
+    peak_threshold: Optional[float],
+    template_size: int = 120,
+    sigma: float = 40.0,
+) -> Dict[str, float]:
+    """
+    Counts of one :class:`Prediction`: detections at the threshold, and the map's (peaks when
+    ``peak_threshold`` is given, mass) when it has a map.
+    """
     counts = {"detections": count_detections(pred.scores, count_threshold)}
     if pred.gaussian_map is not None:
         confident = pred.boxes[pred.scores >= count_threshold]
         areas = (confident[:, 2] - confident[:, 0]) * (confident[:, 3] - confident[:, 1])
         if peak_threshold is not None:
             counts["map_peaks"] = count_map_peaks(pred.gaussian_map, peak_threshold)
-        counts["map_mass"] = round(count_map_mass(pred.gaussian_map, pred.map_stride, areas,
-                                                  template_size=template_size, sigma=sigma), 1)
+        counts["map_mass"] = round(
+            count_map_mass(
+                pred.gaussian_map, pred.map_stride, areas, template_size=template_size, sigma=sigma
+            ),
+            1,
+        )
     return counts
 
 
@@ -99,8 +123,14 @@ def calibrate_counts(predictor: ShelfPredictor, dataset_name: str, input_format:
             maps.append(p.gaussian_map)
             true.append(len(r.get("annotations", [])))
     thr, mae = calibrate_threshold(scores, true, count_detections)
-    out = {"dataset": dataset_name, "images": len(records), "count_threshold": thr,
-           "count_mae": round(mae, 3), "peak_threshold": None, "peak_mae": None}
+    out = {
+        "dataset": dataset_name,
+        "images": len(records),
+        "count_threshold": thr,
+        "count_mae": round(mae, 3),
+        "peak_threshold": None,
+        "peak_mae": None,
+    }
     if all(m is not None for m in maps):
         pthr, pmae = calibrate_threshold(maps, true, count_map_peaks)
         out.update(peak_threshold=pthr, peak_mae=round(pmae, 3))
@@ -138,6 +168,7 @@ def run_prediction(
 
     * ``detections/<stem>.csv``: :data:`~.writers.CSV_COLUMNS`, one row per detection;
     * ``coco_results.json``: all detections, ``images`` mapping ids to file names;
+    * ``counts.csv``: per photo, its product count by each method;
     * ``overlays/<stem>.png`` with ``overlay``;
     * ``summary.json``: the returned summary.
 
@@ -161,9 +192,13 @@ def run_prediction(
     for g in range(0, len(files), predictor.batch_size):
         t0 = time.perf_counter()
         group, images = [], []
-        for f, name in zip(files[g : g + predictor.batch_size], names[g : g + predictor.batch_size]):
+        for f, name in zip(
+            files[g : g + predictor.batch_size], names[g : g + predictor.batch_size]
+        ):
             try:
-                images.append(read_shelf_image({"file_name": f, "apply_exif": apply_exif}, input_format))
+                images.append(
+                    read_shelf_image({"file_name": f, "apply_exif": apply_exif}, input_format)
+                )
                 group.append((f, name))
             except (BadImageError, OSError) as e:
                 skipped.append({"file": f, "reason": str(e)})
@@ -171,23 +206,39 @@ def run_prediction(
                 bar.update(1)
         preds = predictor(images) if images else []
         for (f, name), image, pred in zip(group, images, preds):
-            write_detections_csv(out / "detections" / f"{name}.csv", Path(f).name, pred.image_size,
-                                 pred.boxes, pred.scores, class_names, pred.classes)
+            write_detections_csv(
+                out / "detections" / f"{name}.csv",
+                Path(f).name,
+                pred.image_size,
+                pred.boxes,
+                pred.scores,
+                class_names,
+                pred.classes,
+            )
             coco.add(Path(f).name, pred.image_size, pred.boxes, pred.scores, pred.classes)
             if overlay:
                 rgb = image[:, :, ::-1] if input_format == "BGR" else image
-                save_png(draw_overlay(np.ascontiguousarray(rgb), pred.boxes[pred.scores >= thr],
-                                      pred.gaussian_map, overlay_max_side),
-                         out / "overlays" / f"{name}.png", max_bytes=500_000)
-            photos.append({
-                "file": f,
-                "image_size": list(pred.image_size),
-                "tiling": pred.grid.describe(),
-                "detections": int(len(pred.scores)),
-                "count": photo_counts(pred, thr, peak_thr, template_size, sigma),
-            })
+                save_png(
+                    draw_overlay(
+                        np.ascontiguousarray(rgb),
+                        pred.boxes[pred.scores >= thr],
+                        pred.gaussian_map,
+                        overlay_max_side,
+                    ),
+                    out / "overlays" / f"{name}.png",
+                    max_bytes=500_000,
+                )
+            photos.append(
+                {
+                    "file": f,
+                    "image_size": list(pred.image_size),
+                    "tiling": pred.grid.describe(),
+                    "detections": int(len(pred.scores)),
+                    "count": photo_counts(pred, thr, peak_thr, template_size, sigma),
+                }
+            )
         seconds = time.perf_counter() - t0
-        for p in photos[len(photos) - len(group):]:
+        for p in photos[len(photos) - len(group) :]:
             p["seconds"] = round(seconds / max(len(group), 1), 3)  # the batch's time, shared
         bar.update(len(group))
         if photos:
@@ -195,29 +246,25 @@ def run_prediction(
     bar.close()
     total = time.perf_counter() - start_run
     coco.save(out / "coco_results.json")
+    methods = sorted({m for p in photos for m in p["count"]})
+    with open(out / "counts.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image_name"] + methods)
+        for p in photos:
+            writer.writerow([Path(p["file"]).name] + [p["count"].get(m, "") for m in methods])
     summary = dict(run_info or {})
-    summary.update({
-        "photos_done": len(photos),
-        "photos_skipped": len(skipped),
-        "skipped": skipped,
-        "products_total": int(sum(p["count"]["detections"] for p in photos)),
-        "seconds_total": round(total, 2),
-        "seconds_per_photo": round(total / max(len(photos), 1), 3),
-        "count_calibration": count_calibration,
-        "photos": photos,
-    })
+    summary.update(
+        {
+            "photos_done": len(photos),
+            "photos_skipped": len(skipped),
+            "skipped": skipped,
+            "products_total": int(sum(p["count"]["detections"] for p in photos)),
+            "seconds_total": round(total, 2),
+            "seconds_per_photo": round(total / max(len(photos), 1), 3),
+            "count_calibration": count_calibration,
+            "photos": photos,
+        }
+    )
     with open(out / "summary.json", "w") as f:
         json.dump(summary, f, indent=1)
     return summary
-
-
-def evaluate_counts(photos: Sequence[Dict], true_counts: Dict[str, int]) -> Dict[str, Dict[str, float]]:
-    """Count MAE and mean relative error per method, over the photos with a true count."""
-    methods = sorted({k for p in photos for k in p["count"]})
-    res = {}
-    for m in methods:
-        pairs = [(p["count"][m], true_counts[Path(p["file"]).name]) for p in photos
-                 if m in p["count"] and Path(p["file"]).name in true_counts]
-        if pairs:
-            res[m] = count_errors(*zip(*pairs))
-    return res

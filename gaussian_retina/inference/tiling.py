@@ -71,7 +71,9 @@ def fixed_tile_grid(image_size, tile_size, overlap) -> TileGrid:
     th, tw = min(int(tile_size[0]), H), min(int(tile_size[1]), W)
     oy, ox = min(int(overlap[0]), th - 1), min(int(overlap[1]), tw - 1)
     windows = tuple(
-        (x, y, x + tw, y + th) for y in _starts(H, th, max(oy, 0)) for x in _starts(W, tw, max(ox, 0))
+        (x, y, x + tw, y + th)
+        for y in _starts(H, th, max(oy, 0))
+        for x in _starts(W, tw, max(ox, 0))
     )
     return TileGrid((H, W), windows)
 
@@ -133,7 +135,9 @@ def parse_tiling(spec: str):
     try:
         w, h = (int(v) for v in spec.split("x"))
     except ValueError:
-        raise ValueError(f"tiling must be 'off', 'auto' or WxH (e.g. 1024x768), got {spec!r}") from None
+        raise ValueError(
+            f"tiling must be 'off', 'auto' or WxH (e.g. 1024x768), got {spec!r}"
+        ) from None
     if w < 32 or h < 32:
         raise ValueError(f"tiles must be at least 32x32 pixels, got {spec!r}")
     return (h, w)
