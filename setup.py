@@ -19,6 +19,9 @@ setup(
         "numpy",
         "scipy",
     ],
+    entry_points={
+        "console_scripts": ["gaussian-retina-predict=gaussian_retina.predict:main"],
+    },
     extras_require={
         # Export to ONNX and running it (gaussian_retina.inference.export, tools/export_model.py).
         "export": ["onnx", "onnxruntime"],

@@ -7,7 +7,7 @@ from common import ROOT
 
 PACKAGE = ROOT / "gaussian_retina"
 CORE = ["config.py", "data", "modeling", "evaluation"]
-WINGS = ("shelves", "baselines", "engine")
+WINGS = ("shelves", "baselines", "engine", "inference", "predict")
 
 
 def _imported_modules(path):

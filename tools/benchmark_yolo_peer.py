@@ -8,13 +8,13 @@ Ultralytics is AGPL-3.0: it is not a dependency of gaussian_retina (nothing in t
 it; it is not in ``install_requires``). Install it only where this benchmark runs, in a separate
 virtualenv that sees the machine's torch, torchvision and detectron2:
 
-    python3 -m venv --system-site-packages /work/venv-peers
-    /work/venv-peers/bin/pip install ultralytics      # reuses the system torch; adds opencv-python,
+    python3 -m venv --system-site-packages ~/venv-peers
+    ~/venv-peers/bin/pip install ultralytics      # reuses the system torch; adds opencv-python,
                                                       # polars, ... inside the venv only
 
 Then run this script with that venv's python, from the project root:
 
-    /work/venv-peers/bin/python tools/benchmark_yolo_peer.py --minutes 7.0 --seed 0 \\
+    ~/venv-peers/bin/python tools/benchmark_yolo_peer.py --minutes 7.0 --seed 0 \\
         --ours configs/synthetic/gln_R18.yaml output/synthetic/gln_R18/model_final.pth
 
 What it does:
@@ -47,7 +47,7 @@ for the whole run: an attempt is logged and counted in the summary (``--allow-ne
 
 Smoke run (under a minute on 2 cores; proves the pipeline, not the numbers):
 
-    /work/venv-peers/bin/python tools/benchmark_yolo_peer.py --minutes 0.5 --max-images 4 \\
+    ~/venv-peers/bin/python tools/benchmark_yolo_peer.py --minutes 0.5 --max-images 4 \\
         --output-dir output/yolo_peer_smoke --table output/yolo_peer_smoke/table.md
 """
 
@@ -66,9 +66,9 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 INSTALL_HINT = (
     "benchmark_yolo_peer.py needs ultralytics (AGPL, kept out of gaussian_retina): "
-    "python3 -m venv --system-site-packages /work/venv-peers && "
-    "/work/venv-peers/bin/pip install ultralytics, then run this script with "
-    "/work/venv-peers/bin/python"
+    "python3 -m venv --system-site-packages ~/venv-peers && "
+    "~/venv-peers/bin/pip install ultralytics, then run this script with "
+    "~/venv-peers/bin/python"
 )
 TRAIN_SET, VAL_SET, REAL_SET = (
     "synthetic_shelves_train",

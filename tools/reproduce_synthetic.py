@@ -128,8 +128,8 @@ def main():
         cells = []
         for c in COLUMNS:
             values = [m[c] for m in metrics]
-            std = statistics.stdev(values) if len(values) > 1 else float("nan")
-            cells.append(f"{statistics.mean(values):.1f} ± {std:.1f}")
+            mean = f"{statistics.mean(values):.1f}"
+            cells.append(f"{mean} ± {statistics.stdev(values):.1f}" if len(values) > 1 else mean)
         wall = f"{statistics.mean(walls):.1f}" if walls else "-"
         lines.append(
             f"| {Path(config).stem} | {len(metrics)} | " + " | ".join(cells) + f" | {wall} |"

@@ -1,8 +1,17 @@
 """
-Deployment: export of the RetinaNet family to TorchScript and ONNX, and running the exported
-files back (``tools/export_model.py`` is argument parsing over these).
+Using a trained model: a batched, tiled predictor over folders of shelf photos, counts and
+writers (the ``gaussian-retina-predict`` command, ``gaussian_retina/predict.py``, is argument
+parsing over these), and export of the RetinaNet family to TorchScript and ONNX
+(``tools/export_model.py``).
 """
 
+from .counting import (
+    calibrate_threshold,
+    count_detections,
+    count_errors,
+    count_map_mass,
+    count_map_peaks,
+)
 from .export import (
     compare_detections,
     export_onnx,
@@ -12,4 +21,19 @@ from .export import (
     run_onnx,
     run_pytorch,
     run_torchscript,
+)
+from .predictor import Prediction, ShelfPredictor, map_at_centres, stitch_maps
+from .runner import (
+    calibrate_counts,
+    find_images,
+    products_per_image,
+    run_prediction,
+)
+from .tiling import TileGrid, auto_tile_grid, fixed_tile_grid, merge_tile_detections, parse_tiling
+from .writers import (
+    CSV_COLUMNS,
+    CocoResultsWriter,
+    read_coco_results,
+    read_detections_csv,
+    write_detections_csv,
 )

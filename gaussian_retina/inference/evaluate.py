@@ -1,0 +1,78 @@
+"""
+Scoring whole-photo predictors on labelled datasets with the project's evaluator: the shared body
+of tools/benchmark_tiling.py, benchmark_counting.py and rescoring_experiment.py.
+"""
+
+import tempfile
+import time
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import numpy as np
+import torch
+from detectron2.data import DatasetCatalog
+from detectron2.structures import Boxes, Instances
+
+from ..data.image_reader import read_shelf_image
+from ..evaluation import DenseCOCOEvaluator, paper_metrics
+
+__all__ = ["predict_records", "score_detections"]
+
+
+def predict_records(
+    predict: Callable[[List[np.ndarray]], list],
+    records: Sequence[Dict],
+    input_format: str = "BGR",
+    batch_size: int = 1,
+) -> Tuple[list, List[float]]:
+    """
+    Runs ``predict`` (images -> one result per image) over dataset records, timing it.
+
+    Returns:
+        the results, in record order; seconds of ``predict`` per image (a batch's time shared
+        by its images; reading the photos is not counted).
+    """
+    results, seconds = [], []
+    for start in range(0, len(records), batch_size):
+        batch = records[start : start + batch_size]
+        images = [read_shelf_image(r, input_format) for r in batch]
+        t0 = time.perf_counter()
+        out = predict(images)
+        dt = time.perf_counter() - t0
+        results.extend(out)
+        seconds.extend([dt / len(batch)] * len(batch))
+    return results, seconds
+
+
+def score_detections(
+    dataset_name: str, detections: Sequence[Tuple], max_dets: int = 300, output_dir=None
+) -> Dict[str, float]:
+    """
+    Args:
+        detections: per record of ``dataset_name``, in order: (boxes (N, 4) XYXY in the image's
+            pixels, scores (N,), classes (N,)).
+    Returns:
+        the paper's columns (AP, AP50, AP75, AR300, AR300@50), percent, from
+        :class:`DenseCOCOEvaluator` at ``max_dets`` detections per image.
+    """
+    records = DatasetCatalog.get(dataset_name)
+    if len(records) != len(detections):
+        raise ValueError(
+            f"{dataset_name} has {len(records)} images, got {len(detections)} predictions"
+        )
+    if output_dir is None:
+        # COCOEvaluator converts a non-COCO dataset into a json under output_dir.
+        output_dir = tempfile.mkdtemp(prefix="gaussian_retina_eval_")
+    evaluator = DenseCOCOEvaluator(
+        dataset_name, distributed=False, output_dir=output_dir, max_dets_per_image=max_dets
+    )
+    evaluator.reset()
+    for r, (boxes, scores, classes) in zip(records, detections):
+        inst = Instances((r["height"], r["width"]))
+        inst.pred_boxes = Boxes(torch.as_tensor(np.asarray(boxes, np.float32).reshape(-1, 4)))
+        inst.scores = torch.as_tensor(np.asarray(scores, np.float32))
+        inst.pred_classes = torch.as_tensor(np.asarray(classes, np.int64))
+        evaluator.process(
+            [{"image_id": r["image_id"], "height": r["height"], "width": r["width"]}],
+            [{"instances": inst}],
+        )
+    return paper_metrics(evaluator.evaluate().get("bbox", {}), max_dets)

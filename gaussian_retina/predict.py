@@ -1,0 +1,208 @@
+"""
+Detect and count products in shelf photos with a trained model, in the spirit of Detectron2's
+``demo/demo.py``:
+
+    gaussian-retina-predict --config-file configs/synthetic/gln_R18.yaml \
+        --weights model_final.pth --input photos/ "more/*.jpg" --output predictions/ --overlay
+
+(or ``python -m gaussian_retina.predict ...``). Writes per photo a CSV of boxes and scores in the
+SKU-110K layout, one COCO json for the run, optional overlay PNGs, and summary.json with the
+counts, the calibrated count threshold, skipped photos and timings.
+"""
+
+import argparse
+import logging
+
+import torch
+from detectron2.data import DatasetCatalog
+from detectron2.utils.logger import setup_logger
+
+from gaussian_retina.engine import get_project_cfg
+from gaussian_retina.inference import (
+    ShelfPredictor,
+    calibrate_counts,
+    find_images,
+    parse_tiling,
+    products_per_image,
+    run_prediction,
+)
+from gaussian_retina.shelves import configure_shelf_datasets
+
+logger = logging.getLogger("gaussian_retina.predict")
+
+
+def get_parser():
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--config-file", required=True, metavar="FILE", help="the model's config")
+    p.add_argument("--weights", help="checkpoint (else MODEL.WEIGHTS, from the config or --opts)")
+    p.add_argument(
+        "--input",
+        nargs="+",
+        required=True,
+        help="photos: files, folders (searched recursively) or glob patterns",
+    )
+    p.add_argument("--output", required=True, help="folder for the CSVs, json, overlays, summary")
+    p.add_argument(
+        "--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu"
+    )
+    p.add_argument(
+        "--num-threads",
+        type=int,
+        help="CPU threads of PyTorch (default: its own, one per core; fewer is faster "
+        "on a machine whose cores are busy with other work)",
+    )
+    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
+    p.add_argument(
+        "--tiling",
+        default="auto",
+        type=parse_tiling,
+        help="'off' (one resized pass), 'auto' (from the photo size and the training "
+        "scale), or WxH, a tile size in photo pixels",
+    )
+    p.add_argument(
+        "--products-per-photo",
+        type=float,
+        default=150.0,
+        help="prior of the auto tiling: products a photo holds (default 150, a dense "
+        "SKU-110K-like shelf photo)",
+    )
+    p.add_argument(
+        "--train-products-per-image",
+        type=float,
+        help="products per training image (default: measured on --reference-dataset)",
+    )
+    p.add_argument(
+        "--reference-dataset",
+        help="a registered labelled set at the training scale that calibrates the "
+        "count threshold (default: the config's first DATASETS.TEST)",
+    )
+    p.add_argument(
+        "--count-threshold",
+        type=float,
+        help="score threshold of the detection count (default: calibrated)",
+    )
+    p.add_argument(
+        "--peak-threshold",
+        type=float,
+        help="height of a map peak that counts (default: calibrated)",
+    )
+    p.add_argument(
+        "--rescore-alpha",
+        type=float,
+        help="multiply scores by the Gaussian map at the box centre to this power; 0 "
+        "is off (default: 0.5 for models with a Gaussian branch, else 0; see "
+        "results/rescoring_experiment.md)",
+    )
+    p.add_argument("--overlay", action="store_true", help="write overlays/<photo>.png")
+    p.add_argument("--overlay-max-side", type=int, default=1024)
+    p.add_argument(
+        "--no-exif",
+        action="store_true",
+        help="ignore EXIF orientation: boxes on the pixels as stored",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--opts", default=[], nargs=argparse.REMAINDER, help="config options as KEY VALUE pairs"
+    )
+    return p
+
+
+def setup_cfg(args):
+    cfg = get_project_cfg(args.config_file, args.opts)
+    if args.weights:
+        cfg.MODEL.WEIGHTS = args.weights
+    cfg.MODEL.DEVICE = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cfg.freeze()
+    return cfg
+
+
+def main(argv=None):
+    """The command: parses ``argv`` (default sys.argv) and runs :func:`predict`."""
+    predict(get_parser().parse_args(argv))
+
+
+def predict(args):
+    """Runs the command for parsed ``args``; returns the run's summary dict."""
+    setup_logger(name="gaussian_retina")
+    setup_logger(name="fvcore")
+    cfg = setup_cfg(args)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    if not cfg.MODEL.WEIGHTS:
+        raise SystemExit("no weights: pass --weights or MODEL.WEIGHTS in --opts")
+    files = find_images(args.input)
+
+    reference = args.reference_dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
+    need_reference = args.count_threshold is None or (
+        args.tiling == "auto" and args.train_products_per_image is None
+    )
+    if need_reference and (not reference or reference not in DatasetCatalog.list()):
+        raise SystemExit(
+            f"the reference dataset {reference!r} is not registered: pass --reference-dataset, or "
+            "both --count-threshold and --train-products-per-image (or --tiling off)"
+        )
+    if need_reference:
+        configure_shelf_datasets(cfg, [reference])  # cfg's bad-input policy and COCO cache
+    train_density = args.train_products_per_image
+    if args.tiling == "auto" and train_density is None:
+        train_density = products_per_image(reference)
+
+    predictor = ShelfPredictor(
+        cfg,
+        tiling=args.tiling,
+        products_per_photo=args.products_per_photo,
+        products_per_train_image=train_density,
+        batch_size=args.batch_size,
+        rescore_alpha=args.rescore_alpha,
+    )
+    if args.count_threshold is None:
+        logger.info(f"Calibrating the count threshold on {reference} ...")
+        calibration = calibrate_counts(predictor, reference, cfg.INPUT.FORMAT)
+    else:
+        calibration = {"dataset": None, "count_threshold": args.count_threshold}
+    if args.peak_threshold is not None:
+        calibration["peak_threshold"] = args.peak_threshold
+    logger.info(f"Count calibration: {calibration}")
+
+    logger.info(f"{len(files)} photos -> {args.output}")
+    summary = run_prediction(
+        predictor,
+        files,
+        args.output,
+        input_format=cfg.INPUT.FORMAT,
+        apply_exif=not args.no_exif,
+        count_calibration=calibration,
+        template_size=cfg.MODEL.GAUSSIAN.TEMPLATE_SIZE,
+        sigma=cfg.MODEL.GAUSSIAN.SIGMA,
+        overlay=args.overlay,
+        overlay_max_side=args.overlay_max_side,
+        progress=not args.no_progress,
+        run_info={
+            "config_file": args.config_file,
+            "weights": cfg.MODEL.WEIGHTS,
+            "device": cfg.MODEL.DEVICE,
+            "tiling": (
+                args.tiling if isinstance(args.tiling, str) else "{1}x{0}".format(*args.tiling)
+            ),
+            "products_per_photo": args.products_per_photo,
+            "train_products_per_image": train_density,
+            "batch_size": args.batch_size,
+            "num_threads": torch.get_num_threads(),
+            "rescore_alpha": predictor.rescore_alpha,
+            "apply_exif": not args.no_exif,
+        },
+    )
+    for s in summary["skipped"]:
+        logger.warning(f"skipped: {s['reason']}")  # the reason names the file
+    logger.info(
+        f"Done: {summary['photos_done']} photos, {summary['photos_skipped']} skipped, "
+        f"{summary['products_total']} products (detections >= {calibration['count_threshold']}), "
+        f"{summary['seconds_per_photo']:.2f} s per photo; summary in {args.output}/summary.json"
+    )
+    return summary
+
+
+if __name__ == "__main__":
+    main()

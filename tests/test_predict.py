@@ -1,0 +1,343 @@
+"""
+Inference on photos (gaussian_retina.inference, gaussian_retina.predict): writers, tile merge,
+counts, the predictor on a random-init model, and the command on a folder with a broken photo.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from common import ROOT, SHARED_DATA, get_config
+from detectron2.modeling import build_model
+
+from gaussian_retina import render_gaussian_map
+from gaussian_retina.inference import (
+    CocoResultsWriter,
+    ShelfPredictor,
+    auto_tile_grid,
+    calibrate_threshold,
+    count_detections,
+    count_map_mass,
+    count_map_peaks,
+    fixed_tile_grid,
+    merge_tile_detections,
+    parse_tiling,
+    read_coco_results,
+    read_detections_csv,
+    write_detections_csv,
+)
+from gaussian_retina.predict import main
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # On a shared, loaded machine, PyTorch's default of one thread per core can slow small
+    # convolutions twentyfold (threads wait for a busy core); these tests time nothing.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------------
+# Writers
+# ------------------------------------------------------------------------------------------
+def test_csv_round_trip(tmp_path):
+    boxes = np.array([[10.25, 20.5, 110.0, 220.75], [0.0, 0.0, 5.5, 6.0]])
+    scores = np.array([0.91234, 0.05])
+    path = tmp_path / "a.csv"
+    write_detections_csv(path, "a.jpg", (480, 640), boxes, scores, ["object"], np.array([0, 0]))
+    rows = read_detections_csv(path)
+    assert path.read_text().splitlines()[0] == (
+        "image_name,x1,y1,x2,y2,class,image_width,image_height,score"
+    )
+    assert [r["image_name"] for r in rows] == ["a.jpg", "a.jpg"]
+    np.testing.assert_allclose([r["box"] for r in rows], boxes, atol=0.05)
+    np.testing.assert_allclose([r["score"] for r in rows], scores, atol=1e-4)
+    assert {(r["image_width"], r["image_height"], r["class"]) for r in rows} == {
+        (640, 480, "object")
+    }
+
+
+def test_csv_reader_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("a.jpg,1,2,3,4,object,10,10,0.5\na.jpg,1,2,3\n")
+    with pytest.raises(ValueError, match=r"bad.csv, line 2"):
+        read_detections_csv(path)
+
+
+def test_coco_round_trip(tmp_path):
+    writer = CocoResultsWriter(["object"])
+    writer.add("a.jpg", (100, 200), [[1, 2, 11, 22]], [0.5])
+    writer.add("b.jpg", (50, 60), np.zeros((0, 4)), [])
+    writer.add("c.jpg", (50, 60), [[3, 4, 5, 6], [7, 8, 9, 10]], [0.9, 0.8])
+    writer.save(tmp_path / "r.json")
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert [(i["id"], i["file_name"], i["width"], i["height"]) for i in data["images"]] == [
+        (1, "a.jpg", 200, 100),
+        (2, "b.jpg", 60, 50),
+        (3, "c.jpg", 60, 50),
+    ]
+    assert data["annotations"][0]["bbox"] == [1, 2, 10, 20]  # XYWH
+    back = read_coco_results(tmp_path / "r.json")
+    assert back["b.jpg"] == []
+    assert [d["bbox"] for d in back["c.jpg"]] == [[3, 4, 5, 6], [7, 8, 9, 10]]
+    assert [d["score"] for d in back["c.jpg"]] == [0.9, 0.8]
+
+
+# ------------------------------------------------------------------------------------------
+# Tiles
+# ------------------------------------------------------------------------------------------
+# Two tiles side by side over a 100x200 photo, sharing x in [80, 120].
+WINDOWS = [(0, 0, 120, 100), (80, 0, 200, 100)]
+
+
+def _merge(per_tile, **kw):
+    """per_tile: per window, a list of (x1, y1, x2, y2, score) in photo pixels."""
+    boxes, scores, classes = [], [], []
+    for (x0, y0, _, _), dets in zip(WINDOWS, per_tile):
+        d = torch.tensor(dets, dtype=torch.float32).reshape(-1, 5)
+        boxes.append(d[:, :4] - torch.tensor([x0, y0, x0, y0]))
+        scores.append(d[:, 4])
+        classes.append(torch.zeros(len(d), dtype=torch.long))
+    b, s, _, _ = merge_tile_detections(boxes, scores, classes, WINDOWS, (100, 200), **kw)
+    return b.tolist(), s.tolist()
+
+
+def test_product_on_a_tile_border_comes_out_once_and_whole():
+    # A product at x 100-140 is cut by tile 0's right edge (x=120) and lies wholly in tile 1.
+    b, s = _merge([[(100, 10, 120, 60, 0.9)], [(100, 10, 140, 60, 0.8)]])
+    assert b == [[100, 10, 140, 60]] and s == pytest.approx([0.8])
+
+
+def test_product_in_the_overlap_seen_by_both_tiles_comes_out_once():
+    b, s = _merge([[(90, 10, 110, 60, 0.7)], [(91, 10, 111, 61, 0.9)]])
+    assert b == [[91, 10, 111, 61]] and s == pytest.approx([0.9])
+
+
+def test_product_wider_than_the_overlap_is_fused_from_its_halves():
+    # x 60-150: tile 0 sees 60-120 (cut), tile 1 sees 80-150 (cut); no tile holds it whole.
+    b, s = _merge([[(60, 10, 120, 60, 0.6)], [(80, 11, 150, 59, 0.8)]])
+    assert b == [[60, 10, 150, 60]] and s == pytest.approx([0.8])
+
+
+def test_products_inside_one_tile_are_unaffected():
+    dets0 = [(10, 10, 40, 60, 0.9), (42, 10, 70, 60, 0.85)]  # touching neighbours
+    dets1 = [(150, 20, 190, 90, 0.3)]
+    b, s = _merge([dets0, dets1])
+    assert sorted(map(tuple, b)) == sorted(d[:4] for d in dets0 + dets1)
+    assert sorted(s) == pytest.approx(sorted(d[4] for d in dets0 + dets1))
+
+
+def test_cut_at_the_photo_border_is_not_a_tile_cut():
+    # Touching the photo's own left edge: kept, even though tile 1 is elsewhere.
+    b, _ = _merge([[(0, 10, 30, 60, 0.9)], []])
+    assert b == [[0, 10, 30, 60]]
+
+
+def test_detection_cap_applies_after_the_merge():
+    g = torch.Generator().manual_seed(0)
+    per_tile = []
+    for x0 in (0, 120):  # 200 small separate products per tile, no overlap between tiles
+        xs = torch.arange(200) % 20 * 4.0 + x0
+        ys = torch.arange(200) // 20 * 9.0
+        sc = torch.rand(200, generator=g)
+        per_tile.append(
+            [(x, y, x + 3, y + 8, s) for x, y, s in zip(xs.tolist(), ys.tolist(), sc.tolist())]
+        )
+    windows = [(0, 0, 80, 100), (120, 0, 200, 100)]
+    boxes = [
+        torch.tensor([d[:4] for d in t]) - torch.tensor([w[0], 0, w[0], 0])
+        for t, w in zip(per_tile, windows)
+    ]
+    scores = [torch.tensor([d[4] for d in t]) for t in per_tile]
+    classes = [torch.zeros(200, dtype=torch.long)] * 2
+    b, s, _, _ = merge_tile_detections(
+        boxes, scores, classes, windows, (100, 200), max_detections=300
+    )
+    assert len(b) == 300
+    everything = torch.cat(scores)
+    # The photo's best 300, however they split between the tiles (not 150 each).
+    assert torch.equal(
+        torch.sort(s, descending=True).values, torch.sort(everything, descending=True).values[:300]
+    )
+    per_tile_kept = (b[:, 0] >= 120).sum().item()
+    assert per_tile_kept != 150
+
+
+def test_grids_cover_the_photo_with_equal_tiles_and_overlap():
+    grid = fixed_tile_grid((1000, 1500), (400, 500), (80, 100))
+    covered = np.zeros((1000, 1500), bool)
+    for x0, y0, x1, y1 in grid.windows:
+        assert (y1 - y0, x1 - x0) == (400, 500) and x1 <= 1500 and y1 <= 1000
+        covered[y0:y1, x0:x1] = True
+    assert covered.all()
+    xs = sorted({w[0] for w in grid.windows})
+    assert all(b - a <= 500 - 100 for a, b in zip(xs, xs[1:]))
+    # The auto rule: a photo at the training scale is one pass; a denser, large one is tiled.
+    small = auto_tile_grid(
+        (192, 256), input_size=(192, 256), products_per_photo=300, products_per_train_image=80
+    )
+    assert small.num_tiles == 1
+    big = auto_tile_grid(
+        (3000, 4000), input_size=(192, 256), products_per_photo=300, products_per_train_image=80
+    )
+    assert big.num_tiles == 4 and big.windows[-1][2:] == (4000, 3000)
+    same = auto_tile_grid(
+        (3000, 4000), input_size=(192, 256), products_per_photo=80, products_per_train_image=80
+    )
+    assert same.num_tiles == 1
+    assert parse_tiling("1024x768") == (768, 1024) and parse_tiling("OFF") == "off"
+    with pytest.raises(ValueError, match="WxH"):
+        parse_tiling("big")
+
+
+# ------------------------------------------------------------------------------------------
+# Counts
+# ------------------------------------------------------------------------------------------
+def test_counts_from_detections_and_from_a_rendered_map():
+    assert count_detections([0.9, 0.5, 0.49, 0.1], 0.5) == 2
+    thr, mae = calibrate_threshold([[0.9, 0.6, 0.2], [0.7, 0.3]], [2, 1], count_detections)
+    assert mae == 0 and 0.3 < thr <= 0.6
+
+    # A shelf of 6 x 4 touching products of 24 x 32 px, stride 2, as the training targets.
+    boxes = np.array(
+        [[10 + 24 * i, 8 + 32 * j, 34 + 24 * i, 40 + 32 * j] for i in range(6) for j in range(4)],
+        np.float64,
+    )
+    gmap = render_gaussian_map(boxes, (150, 170), stride=2)
+    assert count_map_peaks(gmap, 0.5) == 24
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    assert count_map_mass(gmap, 2, areas) == pytest.approx(24, rel=0.03)
+    assert count_map_peaks(np.zeros((10, 10)), 0.5) == 0
+    assert count_map_mass(gmap, 2, []) == 0
+
+
+# ------------------------------------------------------------------------------------------
+# The predictor and the command
+# ------------------------------------------------------------------------------------------
+def _random_model(max_size=256):
+    cfg = get_config("synthetic/gln_R18.yaml", "INPUT.MAX_SIZE_TEST", max_size)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    # A random head scores everything near the focal prior (0.01); let detections through.
+    model.test_score_thresh = 0.0
+    model.test_topk_candidates = 100  # a few hundred boxes per tile are enough to test with
+    return cfg, model
+
+
+def test_predictor_tiles_batches_and_caps():
+    cfg, model = _random_model()
+    image = (np.random.default_rng(0).random((300, 500, 3)) * 255).astype(np.uint8)
+    pred = ShelfPredictor(
+        model=model, test_size=(96, 128), tiling=(200, 240), batch_size=3, max_detections=50
+    )
+    out = pred([image, image[:100, :150]])
+    assert [p.grid.num_tiles for p in out] == [6, 1]
+    for p, (h, w) in zip(out, [(300, 500), (100, 150)]):
+        assert p.image_size == (h, w) and len(p.scores) == 50
+        assert (
+            (p.boxes[:, 0::2] <= w).all() and (p.boxes[:, 1::2] <= h).all() and (p.boxes >= 0).all()
+        )
+        assert np.all(np.diff(p.scores) <= 0)
+        # The stitched map covers the photo at the tiles' common stride.
+        assert p.gaussian_map.shape == (np.ceil(h / p.map_stride), np.ceil(w / p.map_stride))
+    rescored = ShelfPredictor(model=model, test_size=(96, 128), tiling="off", rescore_alpha=1.0)
+    plain = ShelfPredictor(model=model, test_size=(96, 128), tiling="off", rescore_alpha=0.0)
+    assert rescored([image])[0].scores.max() <= plain([image])[0].scores.max() + 1e-6
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real shelf data not found at {SHARED_DATA}")
+def test_predict_command_skips_a_truncated_photo(tmp_path, capfd):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    good = SHARED_DATA / "tobacco_shelves/images/C4_P04_N2_S2_1.JPG"  # the smallest, 3 MP
+    shutil.copy(good, photos / "good.jpg")
+    (photos / "cut.jpg").write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    _, model = _random_model()
+    weights = tmp_path / "random.pth"
+    torch.save({"model": model.state_dict()}, weights)
+    out = tmp_path / "out"
+    main(
+        [
+            "--config-file",
+            str(ROOT / "configs/synthetic/gln_R18.yaml"),
+            "--weights",
+            str(weights),
+            "--input",
+            str(photos),
+            "--output",
+            str(out),
+            "--device",
+            "cpu",
+            "--count-threshold",
+            "0.01",
+            "--peak-threshold",
+            "0.5",
+            "--tiling",
+            "auto",
+            "--train-products-per-image",
+            "80",
+            "--products-per-photo",
+            "300",
+            "--overlay",
+            "--overlay-max-side",
+            "256",
+            "--no-progress",
+            "--opts",
+            "MODEL.RETINANET.SCORE_THRESH_TEST",
+            "0.0",
+        ]
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["photos_done"] == 1 and summary["photos_skipped"] == 1
+    assert summary["skipped"][0]["file"].endswith("cut.jpg")
+    assert (
+        "cut.jpg" in summary["skipped"][0]["reason"]
+        and "truncated" in summary["skipped"][0]["reason"]
+    )
+    printed = "".join(capfd.readouterr())
+    assert "cut.jpg: truncated JPEG" in printed and "1 skipped" in printed
+    photo = summary["photos"][0]
+    assert photo["image_size"] == [1155, 2816] and "tiles" in photo["tiling"]
+    rows = read_detections_csv(out / "detections/good.csv")
+    assert len(rows) == photo["detections"] > 0
+    assert photo["count"]["detections"] == sum(r["score"] >= 0.01 for r in rows)
+    assert set(read_coco_results(out / "coco_results.json")) == {"good.jpg"}
+    assert (out / "overlays/good.png").stat().st_size > 0
+    counts = (out / "counts.csv").read_text().splitlines()
+    assert counts[0] == "image_name,detections,map_mass,map_peaks" and counts[1].startswith(
+        "good.jpg,"
+    )
+    assert len(counts) == 2
+
+
+def test_predictor_on_a_model_without_gaussian_branch():
+    cfg = get_config("synthetic/retinanet_R18.yaml")
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    model.test_score_thresh, model.test_topk_candidates = 0.0, 100
+    image = (np.random.default_rng(0).random((200, 300, 3)) * 255).astype(np.uint8)
+    pred = ShelfPredictor(model=model, test_size=(96, 128), tiling=(120, 160))
+    assert pred.rescore_alpha == 0  # nothing to rescore with
+    out = pred([image])[0]
+    assert out.gaussian_map is None and out.grid.num_tiles == 6 and len(out.scores) > 0
+    with pytest.raises(ValueError, match="Gaussian branch"):
+        ShelfPredictor(model=model, tiling="off", rescore_alpha=0.5)
+
+
+def test_batching_does_not_change_results():
+    # Photos of different sizes are not padded into one batch (GroupNorm would see the padding).
+    _, model = _random_model()
+    rng = np.random.default_rng(1)
+    images = [
+        (rng.random(s) * 255).astype(np.uint8)
+        for s in [(120, 200, 3), (150, 150, 3), (120, 200, 3)]
+    ]
+    one = ShelfPredictor(model=model, test_size=(96, 128), tiling="off", batch_size=1)
+    four = ShelfPredictor(model=model, test_size=(96, 128), tiling="off", batch_size=4)
+    for a, b in zip(one(images), four(images)):
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
