@@ -23,7 +23,6 @@ the tobacco row uses thresholds calibrated on the whole of synthetic_shelves_val
 """
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.utils.logger import setup_logger
 
 from gaussian_retina.engine import get_project_cfg
+from gaussian_retina.engine.benchmark import load_average
 from gaussian_retina.shelves import configure_shelf_datasets, register_retail_dataset
 from gaussian_retina.inference import (
     ShelfPredictor,
@@ -78,7 +78,7 @@ def main():
     setup_logger(name="gaussian_retina")
     torch.set_num_threads(args.num_threads)
     cfg = get_project_cfg(args.config_file, ["MODEL.WEIGHTS", args.weights, "MODEL.DEVICE", "cpu"])
-    load_before = os.getloadavg()
+    load_before = load_average()
     t0 = time.perf_counter()
 
     root = Path(args.tobacco_root)
@@ -130,11 +130,8 @@ def main():
         f"Thresholds calibrated on all of {args.val} (used for tobacco and by the predict "
         f"command): detection score {thr:.2f}, map peak height {peak:.2f}. Mean predicted count "
         "on tobacco: " + ", ".join(f"{m} {v:.1f}" for m, v in means.items()) + ".",
-        f"PyTorch threads {args.num_threads}; load average before "
-        + ", ".join(f"{v:.2f}" for v in load_before)
-        + ", after "
-        + ", ".join(f"{v:.2f}" for v in os.getloadavg())
-        + f"; {time.perf_counter() - t0:.0f} s in all.",
+        f"PyTorch threads {args.num_threads}; load average before {load_before}, after "
+        f"{load_average()}; {time.perf_counter() - t0:.0f} s in all.",
     ]
     table = "\n".join(lines)
     print(table)

@@ -40,7 +40,11 @@ from detectron2.modeling import build_model  # noqa: E402
 
 from gaussian_retina.data.image_reader import read_shelf_image  # noqa: E402
 from gaussian_retina.engine import get_project_cfg  # noqa: E402
-from gaussian_retina.engine.benchmark import append_report, device_description  # noqa: E402
+from gaussian_retina.engine.benchmark import (  # noqa: E402
+    append_report,
+    device_description,
+    load_average,
+)
 from gaussian_retina.inference import (  # noqa: E402
     compare_detections,
     export_onnx,
@@ -67,11 +71,6 @@ def parse_args():
     parser.add_argument("--threads", type=int, nargs="+", default=[1])
     parser.add_argument("--output", default="", help="Markdown file to append the report to")
     return parser.parse_args()
-
-
-def uptime() -> str:
-    """The 1, 5 and 15 minute load averages, as `uptime` prints them."""
-    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main():
@@ -105,7 +104,7 @@ def main():
         f"- input: {len(images)} photos of `{args.images}` resized to the test size "
         f"(short side {cfg.INPUT.MIN_SIZE_TEST}, long side at most {cfg.INPUT.MAX_SIZE_TEST}): "
         f"{len(sizes)} different (h, w), {min(sizes)} to {max(sizes)}",
-        f"- load (`uptime`) at the start: {uptime()}; torch and onnxruntime threads: "
+        f"- load (`uptime`) at the start: {load_average()}; torch and onnxruntime threads: "
         f"{', '.join(map(str, args.threads))}",
     ]
     with tempfile.TemporaryDirectory() as d:
@@ -184,7 +183,7 @@ def main():
                 )
             print("\n".join(lines[-len(times) :]))
     lines.append(
-        f"\nLoad (`uptime`) at the end: {uptime()}. {args.runs} timed passes over the "
+        f"\nLoad (`uptime`) at the end: {load_average()}. {args.runs} timed passes over the "
         f"{len(images)} photos per thread count ({args.runs * len(images)} timings per runtime), "
         "after 2 warm-up passes."
     )

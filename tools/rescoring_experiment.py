@@ -18,7 +18,6 @@ rescoring happens per tile, before the merge.
 """
 
 import argparse
-import os
 from pathlib import Path
 
 import torch
@@ -26,6 +25,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.utils.logger import setup_logger
 
 from gaussian_retina.engine import get_project_cfg
+from gaussian_retina.engine.benchmark import load_average
 from gaussian_retina.shelves import configure_shelf_datasets, register_retail_dataset
 from gaussian_retina.inference import ShelfPredictor, products_per_image
 from gaussian_retina.inference.evaluate import predict_records, score_detections
@@ -46,7 +46,7 @@ def main():
     setup_logger(name="gaussian_retina")
     torch.set_num_threads(args.num_threads)
     cfg = get_project_cfg(args.config_file, ["MODEL.WEIGHTS", args.weights, "MODEL.DEVICE", "cpu"])
-    load_before = os.getloadavg()
+    load_before = load_average()
     root = Path(args.tobacco_root)
     if TOBACCO not in DatasetCatalog.list():
         register_retail_dataset(TOBACCO, str(root / "images"), str(root / "annotations.csv"))
@@ -75,11 +75,8 @@ def main():
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
-        f"PyTorch threads {args.num_threads}; load average before "
-        + ", ".join(f"{v:.2f}" for v in load_before)
-        + ", after "
-        + ", ".join(f"{v:.2f}" for v in os.getloadavg())
-        + "."
+        f"PyTorch threads {args.num_threads}; load average before {load_before}, after "
+        f"{load_average()}."
     )
     table = "\n".join(lines)
     print(table)

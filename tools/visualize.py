@@ -21,7 +21,6 @@ optionally read from a CSV in the SKU-110K layout (image_name,x1,y1,x2,y2,...; h
 """
 
 import argparse
-import io
 import logging
 from pathlib import Path
 
@@ -34,11 +33,11 @@ from detectron2.engine import DefaultPredictor
 from detectron2.structures import BoxMode
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
-from PIL import Image
 
 from gaussian_retina.data import build_gaussian_renderer
 from gaussian_retina.data.image_reader import read_shelf_image
 from gaussian_retina.engine import get_project_cfg
+from gaussian_retina.inference.overlay import save_png
 from gaussian_retina.shelves import configure_shelf_datasets
 from gaussian_retina.shelves.retail_csv import read_box_csv
 
@@ -121,24 +120,6 @@ def compose(panels, gap=8, title_height=30):
         out.append(np.vstack([bar, img]))
         out.append(np.full((out[-1].shape[0], gap, 3), 255, np.uint8))
     return np.hstack(out[:-1])
-
-
-def save_png(image_rgb, path, max_bytes=1_000_000):
-    """
-    Saves an RGB image as PNG; above ``max_bytes`` the colours are reduced to a 256-colour
-    palette (photographs compress badly in PNG), which keeps figures small enough to commit.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(image_rgb)
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", optimize=True)
-    if buf.tell() > max_bytes:
-        buf = io.BytesIO()
-        image.quantize(256, dither=Image.Dither.NONE).save(buf, format="PNG", optimize=True)
-    path.write_bytes(buf.getvalue())
-    logger.info(f"Wrote {path} ({image.width}x{image.height}, {buf.tell() / 1e6:.2f} MB)")
-    return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,7 +296,9 @@ def main():
         parser.error(f"{args.mode} needs --config-file and --weights")
     setup_logger(name="gaussian_retina")
     figure = {"gt": figure_gt, "predict": figure_predict, "compare": figure_compare}[args.mode]
-    save_png(figure(args), args.output)
+    image = figure(args)
+    size = save_png(image, args.output)
+    logger.info(f"Wrote {args.output} ({image.shape[1]}x{image.shape[0]}, {size / 1e6:.2f} MB)")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from .project_config import get_project_cfg
 
 __all__ = [
     "device_description",
+    "load_average",
     "benchmark_cfg",
     "sku110k_boxes",
     "synthetic_training_input",
@@ -51,6 +52,11 @@ def append_report(path: Optional[str], lines: Sequence[str]) -> None:
     with open(path, "a") as f:
         f.write("\n".join(lines) + "\n")
     print(f"Appended to {path}")
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages as `uptime` prints them: timings are read against it."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def device_description(device: str = "cpu") -> str:

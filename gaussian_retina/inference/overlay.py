@@ -66,8 +66,9 @@ def draw_overlay(
 
 def save_png(image_rgb: np.ndarray, path, max_bytes: int = 1_000_000) -> int:
     """
-    Saves RGB as PNG, reduced to a 256-colour palette above ``max_bytes`` (photographs compress
-    badly in PNG). Returns the file's size in bytes.
+    Saves RGB as PNG (creating its folder), reduced to a 256-colour palette above ``max_bytes``
+    (photographs compress badly in PNG), which keeps figures small enough to commit. Returns the
+    file's size in bytes.
     """
     image = Image.fromarray(image_rgb)
     buf = io.BytesIO()
@@ -75,5 +76,6 @@ def save_png(image_rgb: np.ndarray, path, max_bytes: int = 1_000_000) -> int:
     if buf.tell() > max_bytes:
         buf = io.BytesIO()
         image.quantize(256, dither=Image.Dither.NONE).save(buf, format="PNG", optimize=True)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_bytes(buf.getvalue())
     return buf.tell()

@@ -397,5 +397,7 @@ def read_box_csv(path: str) -> BoxTable:
     report = InputReport(os.path.basename(path), path)
     parse = parse_sku110k_csv if sniff_csv_format(path) == "sku110k" else parse_benchmark_csv
     table = parse(path, report)
+    # Nothing is cleaned after parsing here: what the parser kept is what the caller gets.
+    report.kept_images, report.kept_boxes = len(table.image_names), len(table.boxes)
     report.finish("error")
     return table
