@@ -71,3 +71,10 @@ def add_gaussian_retina_config(cfg):
     # Where COCO jsons converted for COCOEvaluator are cached; "" = a coco_cache/ folder next
     # to the annotations (~/.cache/gaussian_retina/coco_json where that is read-only).
     _C.DATASETS.COCO_JSON_CACHE_DIR = ""
+
+    # ---------------------------------------------------------------------------------------- #
+    # Training augmentation beyond Detectron2's resize and flip
+    # ---------------------------------------------------------------------------------------- #
+    # Photometric jitter in training: brightness, contrast and saturation each scaled by a
+    # random factor in [1 - x, 1 + x]; 0 disables it (real shelves vary in light and print).
+    _C.INPUT.COLOR_JITTER = 0.0

@@ -92,3 +92,26 @@ def test_bad_image_names_the_file_or_is_skipped(record, tmp_path):
     # Evaluation keeps the image id and sees a blank image, so its ground truth counts as missed.
     assert out["image_id"] == 7 and out["image"].shape == (3, 120, 200)
     assert out["image"].sum() == 0
+
+
+def test_color_jitter_changes_pixels_not_boxes_and_only_in_training(record):
+    from detectron2.config import get_cfg
+
+    from gaussian_retina.config import add_gaussian_retina_config
+
+    cfg = get_cfg()
+    add_gaussian_retina_config(cfg)
+    cfg.INPUT.RANDOM_FLIP = "none"
+    cfg.INPUT.MIN_SIZE_TRAIN = (120,)
+    cfg.INPUT.MIN_SIZE_TEST = 120
+    plain = GaussianDatasetMapper(cfg, True)(record)
+    cfg.INPUT.COLOR_JITTER = 0.4
+    jittered = [GaussianDatasetMapper(cfg, True)(record) for _ in range(3)]
+    for out in jittered:
+        assert out["image"].dtype == plain["image"].dtype
+        assert out["image"].shape == plain["image"].shape
+        assert torch.equal(out["instances"].gt_boxes.tensor, plain["instances"].gt_boxes.tensor)
+        assert torch.equal(out["gaussian_map"], plain["gaussian_map"])
+    assert any(not torch.equal(out["image"], plain["image"]) for out in jittered)
+    names = [type(a).__name__ for a in GaussianDatasetMapper(cfg, False).augmentations.augs]
+    assert names == ["ResizeShortestEdge"]

@@ -46,6 +46,13 @@ class ShelfDatasetMapper(DatasetMapper):
     def from_config(cls, cfg, is_train: bool = True):
         ret = super().from_config(cfg, is_train)
         ret["skip_bad_images"] = cfg.DATASETS.BAD_INPUT_POLICY == "skip"
+        jitter = cfg.INPUT.COLOR_JITTER
+        if is_train and jitter > 0:
+            ret["augmentations"] = ret["augmentations"] + [
+                T.RandomBrightness(1 - jitter, 1 + jitter),
+                T.RandomContrast(1 - jitter, 1 + jitter),
+                T.RandomSaturation(1 - jitter, 1 + jitter),
+            ]
         return ret
 
     def _read_image(self, dataset_dict):
