@@ -2,9 +2,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from detectron2.config import get_cfg
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 
+from gaussian_retina.config import add_gaussian_retina_config
 from gaussian_retina.data import GaussianDatasetMapper, GaussianMapRenderer, ShelfDatasetMapper
 from gaussian_retina.data.image_reader import BadImageError
 
@@ -95,10 +97,6 @@ def test_bad_image_names_the_file_or_is_skipped(record, tmp_path):
 
 
 def test_color_jitter_changes_pixels_not_boxes_and_only_in_training(record):
-    from detectron2.config import get_cfg
-
-    from gaussian_retina.config import add_gaussian_retina_config
-
     cfg = get_cfg()
     add_gaussian_retina_config(cfg)
     cfg.INPUT.RANDOM_FLIP = "none"
