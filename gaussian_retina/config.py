@@ -80,3 +80,15 @@ def add_gaussian_retina_config(cfg):
     # channels as RGB; on BGR input its grey differs slightly, which a jitter does not mind.
     # Level on real shelves over 3 seeds at 0.4 (results/synthetic_recipe.md), hence off.
     _C.INPUT.COLOR_JITTER = 0.0
+    # Scale jitter in training, (min, max): each image at its MIN_SIZE_TRAIN / MAX_SIZE_TRAIN
+    # size times a random factor in [min, max], cropped or padded back to that size
+    # (data/scale_jitter.py); () disables it. At (0.75, 1.5), 3 AP less on synthetic val and
+    # no gain on real shelves over 3 seeds (results/synthetic_recipe.md), hence off.
+    _C.INPUT.SCALE_JITTER = ()
+
+    # An exponential moving average of the weights, which training ends with
+    # (engine/model_ema.py); the names are d2go's.
+    _C.MODEL_EMA = CN()
+    _C.MODEL_EMA.ENABLED = False
+    # The average's weight at each step: 0.995 averages over about the last 200 iterations.
+    _C.MODEL_EMA.DECAY = 0.995

@@ -7,7 +7,12 @@ from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 
 from gaussian_retina.config import add_gaussian_retina_config
-from gaussian_retina.data import GaussianDatasetMapper, GaussianMapRenderer, ShelfDatasetMapper
+from gaussian_retina.data import (
+    GaussianDatasetMapper,
+    GaussianMapRenderer,
+    ScaleJitterCrop,
+    ShelfDatasetMapper,
+)
 from gaussian_retina.data.image_reader import BadImageError
 
 BOXES = [[20.0, 10.0, 60.0, 90.0], [60.0, 10.0, 110.0, 70.0], [150.0, 40.0, 196.0, 118.0]]
@@ -19,8 +24,13 @@ def record(tmp_path):
     file_name = str(tmp_path / "shelf.png")
     cv2.imwrite(file_name, rng.integers(0, 256, (120, 200, 3), dtype=np.uint8))
     annotations = [{"bbox": b, "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0} for b in BOXES]
-    return {"file_name": file_name, "height": 120, "width": 200, "image_id": 7,
-            "annotations": annotations}
+    return {
+        "file_name": file_name,
+        "height": 120,
+        "width": 200,
+        "image_id": 7,
+        "annotations": annotations,
+    }
 
 
 def _mapper(augmentations, cls=GaussianDatasetMapper, **kwargs):
@@ -67,8 +77,9 @@ def test_crop_renders_the_cut_boxes(record):
 
 
 def test_eval_mapper_keeps_no_annotations(record):
-    out = GaussianDatasetMapper(False, augmentations=[], image_format="BGR",
-                                gaussian_renderer=GaussianMapRenderer())(record)
+    out = GaussianDatasetMapper(
+        False, augmentations=[], image_format="BGR", gaussian_renderer=GaussianMapRenderer()
+    )(record)
     assert "instances" not in out and "gaussian_map" not in out and "annotations" not in out
 
 
@@ -113,3 +124,50 @@ def test_color_jitter_changes_pixels_not_boxes_and_only_in_training(record):
     assert any(not torch.equal(out["image"], plain["image"]) for out in jittered)
     names = [type(a).__name__ for a in GaussianDatasetMapper(cfg, False).augmentations.augs]
     assert names == ["ResizeShortestEdge"]
+
+
+@pytest.mark.parametrize("shape", [(120, 200), (200, 120)])
+def test_scale_jitter_keeps_the_input_size_and_scales_the_boxes(shape):
+    np.random.seed(0)
+    aug = ScaleJitterCrop(60, 100, 0.5, 2.0)
+    image = np.zeros((*shape, 3), dtype=np.uint8)
+    expected = T.ResizeShortestEdge.get_output_shape(*shape, 60, 100)
+    box = np.array([[0.0, 0.0, 120.0, 120.0]])  # the top-left square: kept whole unless cropped
+    factors = []
+    for _ in range(40):
+        aug_input = T.AugInput(image, boxes=box.copy())
+        transforms = T.AugmentationList([aug])(aug_input)
+        assert aug_input.image.shape[:2] == expected
+        resize = transforms.transforms[0]
+        factors.append(resize.new_h / resize.h * min(shape) / 60)
+        crop = transforms.transforms[1]
+        sx, sy = resize.new_w / resize.w, resize.new_h / resize.h
+        np.testing.assert_allclose(
+            aug_input.boxes,
+            [[-crop.x0, -crop.y0, 120 * sx - crop.x0, 120 * sy - crop.y0]],
+            atol=1e-3,
+        )
+        # padding keeps the bottom-right corner: what is not image is pad value
+        if resize.new_h < expected[0]:
+            assert aug_input.image[resize.new_h :].min() == 128
+    assert 0.5 - 0.02 <= min(factors) < 0.8 and 1.7 < max(factors) <= 2.0 + 0.02
+
+
+def test_scale_jitter_from_config_only_in_training(record):
+    cfg = get_cfg()
+    add_gaussian_retina_config(cfg)
+    cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (60,), 100
+    cfg.INPUT.SCALE_JITTER = (0.5, 1.5)
+    train = GaussianDatasetMapper(cfg, True)
+    assert [type(a).__name__ for a in train.augmentations.augs] == ["ScaleJitterCrop", "RandomFlip"]
+    for _ in range(5):
+        out = train(record)
+        assert tuple(out["image"].shape[1:]) == (60, 100)
+        assert tuple(out["gaussian_map"].shape) == (30, 50)
+        boxes = out["instances"].gt_boxes.tensor
+        assert (boxes[:, 2:] <= torch.tensor([100.0, 60.0])).all() and (boxes >= 0).all()
+    names = [type(a).__name__ for a in GaussianDatasetMapper(cfg, False).augmentations.augs]
+    assert names == ["ResizeShortestEdge"]
+    cfg.INPUT.MIN_SIZE_TRAIN = (50, 60)
+    with pytest.raises(ValueError, match="one INPUT.MIN_SIZE_TRAIN"):
+        GaussianDatasetMapper(cfg, True)

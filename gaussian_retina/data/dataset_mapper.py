@@ -11,6 +11,7 @@ from detectron2.structures import BoxMode
 
 from .gaussian_target import GaussianMapRenderer
 from .image_reader import BadImageError, read_shelf_image
+from .scale_jitter import ScaleJitterCrop
 
 __all__ = ["ShelfDatasetMapper", "GaussianDatasetMapper", "build_gaussian_renderer"]
 
@@ -46,6 +47,11 @@ class ShelfDatasetMapper(DatasetMapper):
     def from_config(cls, cfg, is_train: bool = True):
         ret = super().from_config(cfg, is_train)
         ret["skip_bad_images"] = cfg.DATASETS.BAD_INPUT_POLICY == "skip"
+        if is_train and cfg.INPUT.SCALE_JITTER:
+            ret["augmentations"] = [
+                _scale_jitter(cfg) if isinstance(aug, T.ResizeShortestEdge) else aug
+                for aug in ret["augmentations"]
+            ]
         jitter = cfg.INPUT.COLOR_JITTER
         if is_train and jitter > 0:
             ret["augmentations"] = ret["augmentations"] + [
@@ -98,6 +104,16 @@ class ShelfDatasetMapper(DatasetMapper):
                     anno.setdefault("segmentation", [_box_polygon(anno)])
             self._transform_annotations(dataset_dict, transforms, image.shape[:2])
         return dataset_dict
+
+
+def _scale_jitter(cfg) -> ScaleJitterCrop:
+    sizes = cfg.INPUT.MIN_SIZE_TRAIN
+    if len(sizes) != 1 or len(cfg.INPUT.SCALE_JITTER) != 2:
+        raise ValueError(
+            "INPUT.SCALE_JITTER needs a (min, max) pair and one INPUT.MIN_SIZE_TRAIN to jitter "
+            f"around; got {tuple(cfg.INPUT.SCALE_JITTER)} and {tuple(sizes)}"
+        )
+    return ScaleJitterCrop(sizes[0], cfg.INPUT.MAX_SIZE_TRAIN, *cfg.INPUT.SCALE_JITTER)
 
 
 def _box_polygon(anno):

@@ -6,7 +6,7 @@ import contextlib
 import os
 
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer
+from detectron2.engine import DefaultTrainer, hooks
 from detectron2.engine import defaults as d2_defaults
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils import comm
@@ -15,6 +15,7 @@ from ..data import GaussianDatasetMapper, ShelfDatasetMapper
 from ..evaluation import DenseCOCOEvaluator
 from ..modeling import GaussianRetinaNet
 from ..shelves import configure_shelf_datasets
+from .model_ema import ModelEMA, ModelEMAHook
 
 __all__ = ["Trainer", "create_ddp_model"]
 
@@ -48,14 +49,28 @@ class Trainer(DefaultTrainer):
     """
     DefaultTrainer with the shelf mappers (Gaussian targets for training models with the branch),
     :class:`DenseCOCOEvaluator` (AP, AP50, AP75, AR300, AR300@50 at TEST.DETECTIONS_PER_IMAGE),
-    and DDP on CPU-only machines. The Trainer, not the data code, knows which models need the
-    Gaussian targets, so data never imports modeling. Every loader and evaluator first gives
-    its shelf datasets the cfg's input options (bad-input policy, COCO json cache).
+    DDP on CPU-only machines, and a moving average of the weights when MODEL_EMA asks for one.
+    The Trainer, not the data code, knows which models need the Gaussian targets, so data never
+    imports modeling. Every loader and evaluator first gives its shelf datasets the cfg's input
+    options (bad-input policy, COCO json cache).
     """
 
     def __init__(self, cfg):
         with _cpu_aware_ddp():
             super().__init__(cfg)
+
+    def build_hooks(self):
+        ret = super().build_hooks()
+        if self.cfg.MODEL_EMA.ENABLED:
+            # before the checkpointer, so that model_final.pth holds the average
+            self.model_ema = ModelEMA(self.model, self.cfg.MODEL_EMA.DECAY)
+            self.checkpointer.add_checkpointable("model_ema", self.model_ema)
+            at = next(
+                (i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicCheckpointer)),
+                len(ret),
+            )
+            ret.insert(at, ModelEMAHook(self.model_ema))
+        return ret
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

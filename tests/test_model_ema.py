@@ -1,0 +1,132 @@
+"""
+MODEL_EMA: the moving average's arithmetic, and that training ends with the average, saves it in
+its checkpoints and gets it back on --resume.
+"""
+from pathlib import Path
+
+import pytest
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json
+from torch import nn
+
+from common import get_config
+from gaussian_retina.engine import Trainer
+from gaussian_retina.engine.model_ema import ModelEMA, ModelEMAHook
+from gaussian_retina.shelves.synthetic_scene import ShelfSceneParams
+from gaussian_retina.shelves.synthetic_shelves import generate_synthetic_shelves
+
+NAME = "synthetic_shelves_ema_tiny"
+
+
+def test_average_follows_the_weights_with_a_ramped_decay():
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    ema = ModelEMA(model, decay=0.9)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    model.train()(torch.randn(4, 3))  # moves the BN statistics and its step counter
+    ema.update(model)
+    decay = min(0.9, 2 / 11)  # the ramp at the first update
+    now = model.state_dict()
+    torch.testing.assert_close(
+        ema.state["0.weight"], decay * start["0.weight"] + (1 - decay) * now["0.weight"]
+    )
+    torch.testing.assert_close(ema.state["1.running_mean"], (1 - decay) * now["1.running_mean"])
+    assert ema.state["1.num_batches_tracked"] == 1  # not averaged: copied
+    for _ in range(200):
+        ema.update(model)
+    torch.testing.assert_close(ema.state["0.weight"], now["0.weight"])  # the average catches up
+
+    other = ModelEMA(nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)), decay=0.9)
+    other.load_state_dict(ema.state_dict())
+    assert other.num_updates == 201
+    fresh = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    other.copy_to(fresh)
+    torch.testing.assert_close(fresh.state_dict(), ema.state)
+    with pytest.raises(ValueError, match="MODEL_EMA.DECAY"):
+        ModelEMA(model, decay=1.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_split(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("datasets"))
+    params = ShelfSceneParams(
+        long_side=128,
+        short_side=96,
+        portrait_prob=0.0,
+        min_objects=4,
+        max_objects=12,
+        min_shelf_pitch=32,
+        max_shelf_pitch=48,
+    )
+    json_file = generate_synthetic_shelves(root, "ema", num_images=2, seed=3, params=params)
+    image_root = str(Path(json_file).parent / "images")
+    if NAME in DatasetCatalog:
+        DatasetCatalog.remove(NAME)
+        MetadataCatalog.remove(NAME)
+    DatasetCatalog.register(NAME, lambda: load_coco_json(json_file, image_root, NAME))
+    MetadataCatalog.get(NAME).set(json_file=json_file, image_root=image_root, evaluator_type="coco")
+    yield NAME
+    DatasetCatalog.remove(NAME)
+    MetadataCatalog.remove(NAME)
+
+
+def test_training_ends_with_the_average_and_resumes_it(tiny_split, tmp_path):
+    cfg = get_config("synthetic/gln_R18.yaml")
+    cfg.merge_from_list(
+        [
+            "DATASETS.TRAIN",
+            (tiny_split,),
+            "DATASETS.TEST",
+            (),
+            "SOLVER.IMS_PER_BATCH",
+            2,
+            "SOLVER.MAX_ITER",
+            4,
+            "SOLVER.WARMUP_ITERS",
+            0,
+            "SOLVER.STEPS",
+            (),
+            "SOLVER.CHECKPOINT_PERIOD",
+            2,
+            "DATALOADER.NUM_WORKERS",
+            0,
+            "INPUT.MIN_SIZE_TRAIN",
+            (96,),
+            "INPUT.MAX_SIZE_TRAIN",
+            128,
+            "MODEL_EMA.ENABLED",
+            True,
+            "MODEL_EMA.DECAY",
+            0.5,
+            "OUTPUT_DIR",
+            str(tmp_path),
+        ]
+    )
+    cfg.freeze()
+    trainer = Trainer(cfg)
+    names = [type(h).__name__ for h in trainer._hooks]
+    assert names.index("ModelEMAHook") < names.index("PeriodicCheckpointer")
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+
+    final = torch.load(tmp_path / "model_final.pth", weights_only=False)
+    assert final["model_ema"]["num_updates"] == 4
+    for name, value in final["model"].items():
+        assert torch.equal(value, final["model_ema"]["state"][name]), name
+    middle = torch.load(tmp_path / "model_0000001.pth", weights_only=False)
+    assert middle["model_ema"]["num_updates"] == 2
+    assert any(
+        not torch.equal(v, middle["model_ema"]["state"][k])
+        for k, v in middle["model"].items()
+        if v.dtype.is_floating_point
+    ), "during training the model keeps its own weights"
+
+    (tmp_path / "last_checkpoint").write_text("model_0000001.pth")
+    resumed = Trainer(cfg)
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 2 and resumed.model_ema.num_updates == 2
+    for name, value in middle["model_ema"]["state"].items():
+        assert torch.equal(resumed.model_ema.state[name], value), name
+    assert any(isinstance(h, ModelEMAHook) for h in resumed._hooks)
