@@ -2,18 +2,12 @@
 A tiny training run on the synthetic shelves, through train_net.py's Trainer and the project's
 evaluator: tens of iterations must lift AP50 above what the same model scores untrained.
 """
-from pathlib import Path
-
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import load_coco_json
 
-from common import get_config
-from gaussian_retina.shelves.synthetic_scene import ShelfSceneParams
-from gaussian_retina.shelves.synthetic_shelves import generate_synthetic_shelves
-
+from common import get_config, tiny_synthetic_split
 from gaussian_retina.engine import Trainer
+from gaussian_retina.shelves.synthetic_scene import ShelfSceneParams
 
 
 NAME = "synthetic_shelves_e2e_tiny"
@@ -25,17 +19,8 @@ def tiny_split(tmp_path_factory):
     # Small scenes keep the run to about a minute on two cores.
     params = ShelfSceneParams(long_side=256, short_side=192, portrait_prob=0.0, min_objects=8,
                               max_objects=40, min_shelf_pitch=48, max_shelf_pitch=90)
-    json_file = generate_synthetic_shelves(root, "e2e", num_images=4, seed=3, params=params)
-    image_root = str(Path(json_file).parent / "images")
-    if NAME in DatasetCatalog:
-        DatasetCatalog.remove(NAME)
-        MetadataCatalog.remove(NAME)
-    DatasetCatalog.register(NAME, lambda: load_coco_json(json_file, image_root, NAME))
-    MetadataCatalog.get(NAME).set(json_file=json_file, image_root=image_root,
-                                  evaluator_type="coco")
-    yield NAME
-    DatasetCatalog.remove(NAME)
-    MetadataCatalog.remove(NAME)
+    with tiny_synthetic_split(NAME, root, params, num_images=4) as name:
+        yield name
 
 
 def test_tiny_run_learns(tiny_split, tmp_path):

@@ -2,19 +2,14 @@
 MODEL_EMA: the moving average's arithmetic, and that training ends with the average, saves it in
 its checkpoints and gets it back on --resume.
 """
-from pathlib import Path
-
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import load_coco_json
 from torch import nn
 
-from common import get_config
+from common import get_config, tiny_synthetic_split
 from gaussian_retina.engine import Trainer
 from gaussian_retina.engine.model_ema import ModelEMA, ModelEMAHook
 from gaussian_retina.shelves.synthetic_scene import ShelfSceneParams
-from gaussian_retina.shelves.synthetic_shelves import generate_synthetic_shelves
 
 NAME = "synthetic_shelves_ema_tiny"
 
@@ -60,50 +55,28 @@ def tiny_split(tmp_path_factory):
         min_shelf_pitch=32,
         max_shelf_pitch=48,
     )
-    json_file = generate_synthetic_shelves(root, "ema", num_images=2, seed=3, params=params)
-    image_root = str(Path(json_file).parent / "images")
-    if NAME in DatasetCatalog:
-        DatasetCatalog.remove(NAME)
-        MetadataCatalog.remove(NAME)
-    DatasetCatalog.register(NAME, lambda: load_coco_json(json_file, image_root, NAME))
-    MetadataCatalog.get(NAME).set(json_file=json_file, image_root=image_root, evaluator_type="coco")
-    yield NAME
-    DatasetCatalog.remove(NAME)
-    MetadataCatalog.remove(NAME)
+    with tiny_synthetic_split(NAME, root, params, num_images=2) as name:
+        yield name
 
 
 def test_training_ends_with_the_average_and_resumes_it(tiny_split, tmp_path):
     cfg = get_config("synthetic/gln_R18.yaml")
-    cfg.merge_from_list(
-        [
-            "DATASETS.TRAIN",
-            (tiny_split,),
-            "DATASETS.TEST",
-            (),
-            "SOLVER.IMS_PER_BATCH",
-            2,
-            "SOLVER.MAX_ITER",
-            4,
-            "SOLVER.WARMUP_ITERS",
-            0,
-            "SOLVER.STEPS",
-            (),
-            "SOLVER.CHECKPOINT_PERIOD",
-            2,
-            "DATALOADER.NUM_WORKERS",
-            0,
-            "INPUT.MIN_SIZE_TRAIN",
-            (96,),
-            "INPUT.MAX_SIZE_TRAIN",
-            128,
-            "MODEL_EMA.ENABLED",
-            True,
-            "MODEL_EMA.DECAY",
-            0.5,
-            "OUTPUT_DIR",
-            str(tmp_path),
-        ]
-    )
+    overrides = {
+        "DATASETS.TRAIN": (tiny_split,),
+        "DATASETS.TEST": (),
+        "SOLVER.IMS_PER_BATCH": 2,
+        "SOLVER.MAX_ITER": 4,
+        "SOLVER.WARMUP_ITERS": 0,
+        "SOLVER.STEPS": (),
+        "SOLVER.CHECKPOINT_PERIOD": 2,
+        "DATALOADER.NUM_WORKERS": 0,
+        "INPUT.MIN_SIZE_TRAIN": (96,),
+        "INPUT.MAX_SIZE_TRAIN": 128,
+        "MODEL_EMA.ENABLED": True,
+        "MODEL_EMA.DECAY": 0.5,
+        "OUTPUT_DIR": str(tmp_path),
+    }
+    cfg.merge_from_list([item for pair in overrides.items() for item in pair])
     cfg.freeze()
     trainer = Trainer(cfg)
     names = [type(h).__name__ for h in trainer._hooks]

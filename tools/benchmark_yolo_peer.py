@@ -28,6 +28,8 @@ What it does:
    ``time=--minutes/60`` (Ultralytics's wall-time mode: it stops after the optimizer step that
    crosses the budget and fits its LR schedule and mosaic closing to the epochs that fit),
    imgsz 256, batch 8, ``val=False``, ``plots=False``, ``amp=False``, seeded and deterministic.
+   ``--epochs N`` trains N epochs instead, so that seeds run on machines of other speeds see the
+   batches one wall-time run saw.
    The training-loop wall time actually used is measured and reported.
 3. Wraps the trained YOLO as a Detectron2 model and evaluates it with the same code as
    ``tools/benchmark_datasets.py`` (``gaussian_retina.evaluation.benchmark.evaluate_all``): the
@@ -226,7 +228,10 @@ def export_yolo_dataset(root, num_val_images):
 # Training
 # ----------------------------------------------------------------------------------------------
 def train_yolo(args, data_yaml, run_dir):
-    """Trains YOLOv8n from scratch for args.minutes of wall time. Returns (weights, summary)."""
+    """
+    Trains YOLOv8n from scratch for args.minutes of wall time, or for args.epochs epochs when
+    given. Returns (weights, summary).
+    """
     from ultralytics import YOLO
 
     marks = {"batches": 0, "epochs": 0}
@@ -244,10 +249,12 @@ def train_yolo(args, data_yaml, run_dir):
     model = YOLO("yolov8n.yaml")  # architecture only: no weights exist or are fetched
     model.add_callback("on_train_batch_start", on_batch_start)
     model.add_callback("on_train_epoch_end", on_epoch_end)
+    # hours; in time mode the epochs are re-estimated after each epoch to fit the budget
+    length = {"epochs": args.epochs} if args.epochs else {"time": args.minutes / 60.0}
     t0 = time.time()
     model.train(
         data=str(data_yaml),
-        time=args.minutes / 60.0,  # hours; epochs are re-estimated after each epoch to fit it
+        **length,
         imgsz=args.imgsz,
         batch=args.batch,
         workers=args.workers,  # Ultralytics sets 0 itself on CPU
@@ -267,7 +274,8 @@ def train_yolo(args, data_yaml, run_dir):
     trainer = model.trainer
     loop = marks["loop_end"] - marks["train_time_start"]
     summary = {
-        "budget_minutes": args.minutes,
+        "budget_minutes": None if args.epochs else args.minutes,
+        "budget_epochs": args.epochs,
         "train_loop_minutes": loop / 60.0,
         "train_call_minutes": total / 60.0,
         "batches": marks["batches"],
@@ -280,12 +288,19 @@ def train_yolo(args, data_yaml, run_dir):
         "ultralytics": __import__("ultralytics").__version__,
     }
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    budget = f"{args.epochs} epochs" if args.epochs else f"{args.minutes} min"
     logger.info(
-        f"YOLOv8n trained for {loop / 60:.2f} min of training loop (budget {args.minutes} min; "
+        f"YOLOv8n trained for {loop / 60:.2f} min of training loop (budget {budget}; "
         f"{marks['batches']} batches of {args.batch}, {marks['epochs']} epochs); "
         f"model.train() took {total / 60:.2f} min with setup and the end-of-run val"
     )
     return Path(trainer.last), summary
+
+
+def _budget(summary):
+    if summary.get("budget_epochs"):
+        return f"{summary['budget_epochs']} epochs (not a wall time)"
+    return f"{summary.get('budget_minutes')} min"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -395,6 +410,12 @@ def main():
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--minutes", type=float, default=7.0, help="training wall-time budget")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help="train this many epochs instead of --minutes (a seed spread on a machine of "
+        "another speed: the epochs another run fitted into the budget)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--imgsz", type=int, default=256, help="YOLO train and test size")
     parser.add_argument("--batch", type=int, default=8)
@@ -550,7 +571,7 @@ def main():
     if summary:
         notes += [
             "",
-            f"YOLO run: budget {summary.get('budget_minutes')} min, "
+            f"YOLO run: budget {_budget(summary)}, "
             f"{summary.get('batches')} batches of {summary.get('batch')} "
             f"({summary.get('images_seen')} images, {summary.get('epochs')} epochs), "
             f"imgsz {summary.get('imgsz')}, seed {summary.get('seed')}.",
