@@ -249,7 +249,7 @@ def train_yolo(args, data_yaml, run_dir):
     model = YOLO("yolov8n.yaml")  # architecture only: no weights exist or are fetched
     model.add_callback("on_train_batch_start", on_batch_start)
     model.add_callback("on_train_epoch_end", on_epoch_end)
-    # hours; in time mode the epochs are re-estimated after each epoch to fit the budget
+    # time is in hours; in time mode the epochs are re-estimated after each epoch to fit it
     length = {"epochs": args.epochs} if args.epochs else {"time": args.minutes / 60.0}
     t0 = time.time()
     model.train(
