@@ -15,6 +15,8 @@ from gaussian_retina.data import (
 )
 from gaussian_retina.data.image_reader import BadImageError
 
+from common import get_config
+
 BOXES = [[20.0, 10.0, 60.0, 90.0], [60.0, 10.0, 110.0, 70.0], [150.0, 40.0, 196.0, 118.0]]
 
 
@@ -171,3 +173,28 @@ def test_scale_jitter_from_config_only_in_training(record):
     cfg.INPUT.MIN_SIZE_TRAIN = (50, 60)
     with pytest.raises(ValueError, match="one INPUT.MIN_SIZE_TRAIN"):
         GaussianDatasetMapper(cfg, True)
+
+
+def _flat(cfg, prefix=""):
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            yield from _flat(value, prefix + key + ".")
+        else:
+            yield prefix + key, value
+
+
+@pytest.mark.parametrize("model", ["gln", "retinanet"])
+def test_real_shelves_configs_add_only_the_augmentation(model):
+    base = dict(_flat(get_config(f"synthetic/{model}_R18.yaml")))
+    cfg = get_config(f"synthetic/{model}_R18_real_shelves.yaml")
+    changed = {k for k, v in _flat(cfg) if base[k] != v}
+    # GLN and RetinaNet get the same recipe, and it changes nothing but the training input.
+    assert changed == {"INPUT.COLOR_JITTER", "INPUT.SCALE_JITTER", "OUTPUT_DIR"}
+    names = [type(a).__name__ for a in GaussianDatasetMapper(cfg, True).augmentations.augs]
+    assert names == [
+        "ScaleJitterCrop",
+        "RandomFlip",
+        "RandomBrightness",
+        "RandomContrast",
+        "RandomSaturation",
+    ]
