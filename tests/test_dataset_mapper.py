@@ -4,6 +4,7 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import transforms as T
+from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.structures import BoxMode
 
 from gaussian_retina.config import add_gaussian_retina_config
@@ -175,21 +176,13 @@ def test_scale_jitter_from_config_only_in_training(record):
         GaussianDatasetMapper(cfg, True)
 
 
-def _flat(cfg, prefix=""):
-    for key, value in cfg.items():
-        if isinstance(value, dict):
-            yield from _flat(value, prefix + key + ".")
-        else:
-            yield prefix + key, value
-
-
 @pytest.mark.parametrize("model", ["gln", "retinanet"])
 def test_real_shelves_configs_add_only_the_augmentation(model):
-    base = dict(_flat(get_config(f"synthetic/{model}_R18.yaml")))
+    base = flatten_results_dict(get_config(f"synthetic/{model}_R18.yaml"))
     cfg = get_config(f"synthetic/{model}_R18_real_shelves.yaml")
-    changed = {k for k, v in _flat(cfg) if base[k] != v}
+    changed = {k for k, v in flatten_results_dict(cfg).items() if base[k] != v}
     # GLN and RetinaNet get the same recipe, and it changes nothing but the training input.
-    assert changed == {"INPUT.COLOR_JITTER", "INPUT.SCALE_JITTER", "OUTPUT_DIR"}
+    assert changed == {"INPUT/COLOR_JITTER", "INPUT/SCALE_JITTER", "OUTPUT_DIR"}
     names = [type(a).__name__ for a in GaussianDatasetMapper(cfg, True).augmentations.augs]
     assert names == [
         "ScaleJitterCrop",

@@ -288,9 +288,8 @@ def train_yolo(args, data_yaml, run_dir):
         "ultralytics": __import__("ultralytics").__version__,
     }
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-    budget = f"{args.epochs} epochs" if args.epochs else f"{args.minutes} min"
     logger.info(
-        f"YOLOv8n trained for {loop / 60:.2f} min of training loop (budget {budget}; "
+        f"YOLOv8n trained for {loop / 60:.2f} min of training loop (budget {_budget(summary)}; "
         f"{marks['batches']} batches of {args.batch}, {marks['epochs']} epochs); "
         f"model.train() took {total / 60:.2f} min with setup and the end-of-run val"
     )
