@@ -1,0 +1,110 @@
+"""
+The error anatomy of tools/analyze_errors.py: each kind on a hand-made image, and true positives
+that agree with pycocotools' own matching at IoU 0.5.
+"""
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from gaussian_retina.evaluation import (
+    ERROR_KINDS,
+    classify_detections,
+    error_anatomy,
+    matched_edge_offsets,
+)
+
+# Two annotated products side by side on one shelf band (y 100-200), a third further right.
+GT = np.array([[0, 100, 100, 200], [100, 100, 200, 200], [300, 100, 400, 200]], np.float32)
+
+
+def _kinds(boxes, scores):
+    kinds, match = classify_detections(boxes, scores, GT)
+    return [ERROR_KINDS[k] for k in kinds], match
+
+
+def test_each_kind_on_a_hand_made_image():
+    boxes = [
+        [0, 100, 100, 200],  # product 0, exact
+        [2, 100, 102, 200],  # product 0 again, lower score
+        [50, 100, 150, 200],  # between products 0 and 1: IoU 1/3 with both, both found
+        [100, 96, 200, 204],  # product 1
+        [300, 150, 400, 250],  # half off product 2, nothing else on it
+        [0, 0, 100, 60],  # above the annotated shelf
+        [0, 300, 100, 400],  # below it
+        [220, 120, 280, 180],  # in the gap between products, inside the band
+    ]
+    scores = [0.9, 0.8, 0.7, 0.85, 0.6, 0.5, 0.4, 0.3]
+    kinds, match = _kinds(boxes, scores)
+    assert kinds == [
+        "true positive",
+        "duplicate",
+        "shifted duplicate",
+        "true positive",
+        "mislocated",
+        "background above",
+        "background below",
+        "background inside",
+    ]
+    assert match.tolist() == [0, -1, -1, 1, -1, -1, -1, -1]
+
+
+def test_score_order_decides_which_duplicate_is_the_true_positive():
+    kinds, _ = _kinds([[2, 100, 102, 200], [0, 100, 100, 200]], [0.9, 0.95])
+    assert kinds == ["duplicate", "true positive"]
+
+
+def test_empty_inputs():
+    kinds, match = classify_detections(np.zeros((0, 4)), np.zeros(0), GT)
+    assert len(kinds) == 0 and len(match) == 0
+    kinds, _ = classify_detections([[0, 0, 10, 10]], [0.5], np.zeros((0, 4)))
+    assert [ERROR_KINDS[k] for k in kinds] == ["background inside"]
+
+
+def test_edge_offsets_are_relative_to_the_product():
+    # Reaches 10 % of the product's height above it, ends on its bottom.
+    off = matched_edge_offsets([[0, 90, 100, 200]], GT, np.array([0]))
+    np.testing.assert_allclose(off, [[0.0, -0.1, 0.0, 0.0]], atol=1e-6)
+
+
+def test_anatomy_sums_and_applies_the_score_threshold():
+    images = [(np.array([[0, 100, 100, 200], [0, 0, 100, 60]]), np.array([0.9, 0.2]), GT)]
+    low, high = error_anatomy(images, 0.1), error_anatomy(images, 0.5)
+    assert low["true positive"] == high["true positive"] == 1
+    assert low["background above"] == 1 and high["background above"] == 0
+    assert low["ground truth"] == 3 and low["missed"] == 2
+    assert sum(low[k] for k in ERROR_KINDS) == 2
+
+
+def test_true_positives_agree_with_pycocotools_at_iou_half():
+    rng = np.random.default_rng(0)
+    images, gts, dets = [], [], []
+    for image_id in range(1, 6):
+        xy = rng.uniform(0, 400, (30, 2))
+        gt = np.concatenate([xy, xy + rng.uniform(20, 60, (30, 2))], 1)
+        jitter = rng.normal(0, 8, (60, 4))
+        det = np.concatenate([gt, gt]) + jitter
+        det[:, 2:] = np.maximum(det[:, 2:], det[:, :2] + 2)
+        scores = rng.uniform(0, 1, 60)
+        images.append((det, scores, gt))
+        for b in gt:
+            gts.append(dict(image_id=image_id, bbox=[*b[:2], *(b[2:] - b[:2])], category_id=1))
+        for b, s in zip(det, scores):
+            dets.append(
+                dict(image_id=image_id, bbox=[*b[:2], *(b[2:] - b[:2])], score=s, category_id=1)
+            )
+    coco = COCO()
+    for i, g in enumerate(gts):
+        w, h = g["bbox"][2:]
+        g.update(id=i + 1, area=float(w * h), iscrowd=0)
+    coco.dataset = dict(
+        images=[dict(id=i) for i in range(1, 6)], annotations=gts, categories=[dict(id=1)]
+    )
+    coco.createIndex()
+    ev = COCOeval(coco, coco.loadRes(dets), "bbox")
+    ev.params.iouThrs = np.array([0.5])
+    ev.params.maxDets = [300]
+    ev.params.areaRng, ev.params.areaRngLbl = [[0, 1e10]], ["all"]
+    ev.evaluate()
+    coco_tp = sum(int((e["dtMatches"][0] > 0).sum()) for e in ev.evalImgs if e is not None)
+    assert error_anatomy(images, 0.0)["true positive"] == coco_tp
