@@ -3,6 +3,7 @@ The procedural dense-shelf dataset: determinism, box sanity, touching neighbours
 registration, lazy generation and the atomic cache. Tiny splits only, generated into tmp dirs.
 """
 import glob
+import hashlib
 import json
 import os
 import subprocess
@@ -118,6 +119,43 @@ def test_partial_products_at_border_are_annotated():
     assert clipped > 0
 
 
+def test_v1_scenes_are_unchanged():
+    """
+    The validation set is the project's yardstick (issue 9: it keeps its content). Scene
+    parameters added since v1 must, at their v1 value, draw the same boxes and keep the cache
+    folder; the pinned digest is of the first 8 validation scenes' boxes as v1 drew them.
+    """
+    assert os.path.basename(os.path.dirname(ss.synthetic_shelves_dir("r", "val"))) == (
+        "v1-512x384-ce9c8856"
+    )
+    digest, count = hashlib.sha1(), 0
+    for index in range(8):
+        _, boxes = render_shelf_scene(ss._image_rng(0, "val", index))
+        digest.update(boxes.astype(np.int64).tobytes())
+        count += len(boxes)
+    assert (digest.hexdigest(), count) == ("5fd82fdba3cacff723220e7b0c8707aa2136ffc7", 411)
+
+
+def test_stocked_deep_rows_draw_unannotated_products_behind():
+    from gaussian_retina.shelves.synthetic_scene import _sample_layout
+
+    params = ShelfSceneParams(stock_depth_prob=1.0)
+    behind = 0
+    for seed in range(3):
+        layout = _sample_layout(np.random.default_rng(seed), 512, 384, params)
+        front = {(x, w): y for x, y, w, h, _, _ in layout["products"]}
+        for x, y, w, h, key, _ in layout["behind"]:
+            # Right behind a front product of the same design, showing above it, not below.
+            assert (x, w) in front and y <= front[(x, w)]
+            assert any(p[4] == key for p in layout["products"])
+        behind += len(layout["behind"])
+        # Only the front facings are boxes.
+        assert len(layout["boxes"]) == len(layout["products"])
+    assert behind > 0
+    v1 = _sample_layout(np.random.default_rng(0), 512, 384, ShelfSceneParams())
+    assert v1["behind"] == []
+
+
 def test_coco_json_loads(tiny_split):
     json_file, coco, _ = tiny_split
     api = COCO(json_file)
@@ -146,6 +184,12 @@ def test_predefined_splits_registered():
         assert meta.thing_classes == ["object"]
         assert meta.evaluator_type == "coco"
         assert meta.json_file.endswith("annotations.json")
+        # The stocked-deep twin has scenes, and so a cache folder, of its own.
+        deep = MetadataCatalog.get(name + "_deep")
+        assert deep.thing_classes == ["object"]
+        assert os.path.dirname(os.path.dirname(deep.json_file)) != os.path.dirname(
+            os.path.dirname(meta.json_file)
+        )
     # Registering again (as the package's __init__ may) is harmless.
     ss.register_synthetic_shelves(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")))
 

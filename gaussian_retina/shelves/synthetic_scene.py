@@ -45,6 +45,10 @@ class ShelfSceneParams:
     # Vertical distance between two shelves, in pixels (sets the product scale).
     min_shelf_pitch: int = 52
     max_shelf_pitch: int = 150
+    # Probability that a row of single products is stocked several deep: seen from a little
+    # above, the tops of the products behind show over the front ones, in shade, unannotated (as
+    # annotators box only the front facing). 0 draws nothing more: the v1 scenes, byte for byte.
+    stock_depth_prob: float = 0.0
 
 
 # Product kinds: (relative frequency, min aspect, max aspect) with aspect = width / height.
@@ -148,6 +152,7 @@ def _sample_layout(rng, width, height, params):
         "tags": [],
         "signs": [],
         "posts": [],
+        "behind": [],  # products of the second facing, drawn first: (x, y, w, h, key, gain)
     }
     # Uprights split all rows into bays at the same x.
     bays = [(-width, 2 * width)]
@@ -163,7 +168,9 @@ def _sample_layout(rng, width, height, params):
         top, bottom = int(round(y)), int(round(y + row_pitch)) - edge
         layout["rows"].append((top, bottom))
         if bottom - top > 12:
-            _fill_row(rng, layout, top, bottom, bays, width, len(layout["rows"]))
+            _fill_row(
+                rng, layout, top, bottom, bays, width, len(layout["rows"]), params.stock_depth_prob
+            )
         y += row_pitch
 
     boxes = np.array([p[:4] for p in layout["products"]], dtype=np.float64).reshape(-1, 4)
@@ -179,7 +186,7 @@ def _sample_layout(rng, width, height, params):
     return layout
 
 
-def _fill_row(rng, layout, top, bottom, bays, width, row_id):
+def _fill_row(rng, layout, top, bottom, bays, width, row_id, stock_depth_prob=0.0):
     """Fill the product zone [top, bottom) of one row with touching runs of look-alikes."""
     avail = bottom - top
     kind = str(rng.choice(_KIND_NAMES, p=_KIND_PROBS))
@@ -200,6 +207,12 @@ def _fill_row(rng, layout, top, bottom, bays, width, row_id):
         sizes.append((max(int(round(w)), 6), max(int(round(h)), 8)))
 
     jitter = levels == 1 and rng.random() < 0.4
+    # The short-circuit keeps the random stream of stock_depth_prob 0 as it was.
+    deep = stock_depth_prob > 0 and levels == 1 and rng.random() < stock_depth_prob
+    if deep:
+        # How far the second facing shows above the first, and how much darker it is.
+        peek = rng.uniform(0.06, 0.3)
+        shade = rng.uniform(0.5, 0.8)
     for bay_x0, bay_x1 in bays:
         x = bay_x0
         if bay_x0 < 0:
@@ -229,6 +242,9 @@ def _fill_row(rng, layout, top, bottom, bays, width, row_id):
                     gain = rng.uniform(0.92, 1.08)
                     y = bottom - (level + 1) * h + dh
                     layout["products"].append((x, y, w, h - dh, key, gain))
+                    if deep and rng.random() < 0.85:  # now and then the back is sold out
+                        dy = min(int(round(peek * h)), y - top)  # no higher than the shelf above
+                        layout["behind"].append((x, y - dy, w, h - dh, key, gain * shade))
                 x += w
             if rng.random() < 0.8:
                 layout["tags"].append((tag_x, bottom, int(rng.integers(14, 30))))
@@ -357,7 +373,7 @@ def _render(rng, layout, width, height):
     sprites = {
         key: _render_product(rng, d, w, h) for key, (d, w, h) in layout["designs"].items()
     }
-    for x, y, w, h, key, gain in layout["products"]:
+    for x, y, w, h, key, gain in layout["behind"] + layout["products"]:
         sprite, mask = sprites[key]
         _paste(canvas, sprite, mask, x, y, gain)
     _draw_fixtures(rng, canvas, layout)

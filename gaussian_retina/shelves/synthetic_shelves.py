@@ -51,9 +51,16 @@ logger = logging.getLogger(__name__)
 _VERSION = "v1"
 # Default number of images per split.
 _SPLIT_SIZES = {"train": 300, "val": 50}
+# Scene parameters added after v1, with the value that draws the v1 scenes: left out of the cache
+# tag at that value, so the v1 splits keep their folders.
+_V1_VALUES = {"stock_depth_prob": 0.0}
+# Products stocked several deep in half the rows (``ShelfSceneParams.stock_depth_prob``).
+_DEEP = ShelfSceneParams(stock_depth_prob=0.5)
 _PREDEFINED_SPLITS = {
-    "synthetic_shelves_train": "train",
-    "synthetic_shelves_val": "val",
+    "synthetic_shelves_train": ("train", ShelfSceneParams()),
+    "synthetic_shelves_val": ("val", ShelfSceneParams()),
+    "synthetic_shelves_train_deep": ("train", _DEEP),
+    "synthetic_shelves_val_deep": ("val", _DEEP),
 }
 _JPEG_QUALITY = 92
 _CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
@@ -73,7 +80,7 @@ def synthetic_shelves_dir(root, split, *, num_images=None, seed=0, params=ShelfS
     """
     num_images = _num_images(split, num_images)
     digest = hashlib.sha1(
-        json.dumps({"version": _VERSION, **asdict(params)}, sort_keys=True).encode()
+        json.dumps({"version": _VERSION, **_scene_fields(params)}, sort_keys=True).encode()
     ).hexdigest()[:8]
     tag = f"{_VERSION}-{params.long_side}x{params.short_side}-{digest}"
     return os.path.join(root, "synthetic_shelves", tag, f"{split}-{num_images}-seed{seed}")
@@ -142,12 +149,13 @@ def load_synthetic_shelves(root, split, dataset_name=None, **kwargs):
 
 def register_synthetic_shelves(root):
     """
-    Register ``synthetic_shelves_train`` and ``synthetic_shelves_val`` under ``root``. Nothing is
+    Register ``synthetic_shelves_train`` and ``synthetic_shelves_val``, and their ``_deep`` twins
+    (products stocked several deep in half the rows), under ``root``. Nothing is
     generated until a split is first loaded. Calling this again with the same root is a no-op;
-    with another root it re-registers both splits there.
+    with another root it re-registers them there.
     """
-    for name, split in _PREDEFINED_SPLITS.items():
-        out_dir = synthetic_shelves_dir(root, split)
+    for name, (split, params) in _PREDEFINED_SPLITS.items():
+        out_dir = synthetic_shelves_dir(root, split, params=params)
         json_file = os.path.join(out_dir, "annotations.json")
         if name in DatasetCatalog:
             if MetadataCatalog.get(name).get("json_file") == json_file:
@@ -156,7 +164,8 @@ def register_synthetic_shelves(root):
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
         DatasetCatalog.register(
-            name, functools.partial(load_synthetic_shelves, root, split, dataset_name=name)
+            name,
+            functools.partial(load_synthetic_shelves, root, split, dataset_name=name, params=params),
         )
         MetadataCatalog.get(name).set(
             thing_classes=[_CATEGORY["name"]],
@@ -165,6 +174,11 @@ def register_synthetic_shelves(root):
             image_root=os.path.join(out_dir, "images"),
             evaluator_type="coco",
         )
+
+
+def _scene_fields(params):
+    """The params that name a split's scenes: all but later ones left at their v1 value."""
+    return {k: v for k, v in asdict(params).items() if k not in _V1_VALUES or v != _V1_VALUES[k]}
 
 
 def _num_images(split, num_images):
@@ -209,7 +223,7 @@ def _write_split(out_dir, split, num_images, seed, params):
             "version": _VERSION,
             "split": split,
             "seed": seed,
-            "params": asdict(params),
+            "params": _scene_fields(params),
         },
         "licenses": [],
         "images": images,
