@@ -15,7 +15,6 @@ tools/benchmark_datasets.py scores); ``--rescore-alpha 0.5`` scores as the predi
 """
 
 import argparse
-from pathlib import Path
 
 import torch
 from detectron2.data import DatasetCatalog
@@ -25,8 +24,12 @@ from detectron2.utils.logger import setup_logger
 from gaussian_retina.engine import get_project_cfg
 from gaussian_retina.evaluation import ERROR_KINDS, error_anatomy
 from gaussian_retina.inference import ShelfPredictor
-from gaussian_retina.inference.evaluate import predict_records
-from gaussian_retina.shelves import configure_shelf_datasets, register_retail_dataset
+from gaussian_retina.inference.evaluate import (
+    predict_records,
+    register_labelled_photos,
+    write_table,
+)
+from gaussian_retina.shelves import configure_shelf_datasets
 
 TOBACCO = "tobacco_shelves_24_errors"
 
@@ -52,9 +55,7 @@ def main():
     torch.set_num_threads(args.num_threads)
     cfg = get_project_cfg(args.config_file, ["MODEL.WEIGHTS", args.weights, "MODEL.DEVICE", "cpu"])
 
-    root = Path(args.tobacco_root)
-    if TOBACCO not in DatasetCatalog.list():
-        register_retail_dataset(TOBACCO, str(root / "images"), str(root / "annotations.csv"))
+    register_labelled_photos(TOBACCO, args.tobacco_root)
     configure_shelf_datasets(cfg, [args.val, TOBACCO])
     predictor = ShelfPredictor(cfg, tiling="off", rescore_alpha=args.rescore_alpha, with_map=False)
     head = ["set", "score >=", "ground truth", "missed", *ERROR_KINDS, "TP edge offsets L/T/R/B"]
@@ -81,10 +82,7 @@ def main():
         "truth's, over the ground truth's width or height (negative top: the box reaches above "
         "the product).",
     ]
-    table = "\n".join(lines)
-    print(table)
-    if args.table:
-        Path(args.table).write_text(table + "\n")
+    write_table(lines, args.table)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ the tobacco row uses thresholds calibrated on the whole of synthetic_shelves_val
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,7 +32,7 @@ from detectron2.utils.logger import setup_logger
 
 from gaussian_retina.engine import get_project_cfg
 from gaussian_retina.engine.benchmark import load_average
-from gaussian_retina.shelves import configure_shelf_datasets, register_retail_dataset
+from gaussian_retina.shelves import configure_shelf_datasets
 from gaussian_retina.inference import (
     ShelfPredictor,
     calibrate_threshold,
@@ -42,7 +41,11 @@ from gaussian_retina.inference import (
     count_map_peaks,
     products_per_image,
 )
-from gaussian_retina.inference.evaluate import predict_records
+from gaussian_retina.inference.evaluate import (
+    predict_records,
+    register_labelled_photos,
+    write_table,
+)
 from gaussian_retina.inference.runner import photo_counts
 
 TOBACCO = "tobacco_shelves_24_counting"
@@ -81,9 +84,7 @@ def main():
     load_before = load_average()
     t0 = time.perf_counter()
 
-    root = Path(args.tobacco_root)
-    if TOBACCO not in DatasetCatalog.list():
-        register_retail_dataset(TOBACCO, str(root / "images"), str(root / "annotations.csv"))
+    register_labelled_photos(TOBACCO, args.tobacco_root)
     configure_shelf_datasets(cfg, [args.val, TOBACCO])  # cfg's bad-input policy and COCO cache
     predictor = ShelfPredictor(
         cfg,
@@ -133,10 +134,7 @@ def main():
         f"PyTorch threads {args.num_threads}; load average before {load_before}, after "
         f"{load_average()}; {time.perf_counter() - t0:.0f} s in all.",
     ]
-    table = "\n".join(lines)
-    print(table)
-    if args.table:
-        Path(args.table).write_text(table + "\n")
+    write_table(lines, args.table)
 
 
 if __name__ == "__main__":

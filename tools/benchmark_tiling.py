@@ -33,7 +33,6 @@ import argparse
 import logging
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,11 +40,16 @@ from detectron2.data import DatasetCatalog
 from detectron2.utils.logger import setup_logger
 
 from gaussian_retina.engine import get_project_cfg
-from gaussian_retina.shelves import configure_shelf_datasets, register_retail_dataset
+from gaussian_retina.shelves import configure_shelf_datasets
 from gaussian_retina.data.image_reader import read_shelf_image
 from gaussian_retina.evaluation.benchmark import subset
 from gaussian_retina.inference import ShelfPredictor, find_images, products_per_image
-from gaussian_retina.inference.evaluate import predict_records, score_detections
+from gaussian_retina.inference.evaluate import (
+    predict_records,
+    register_labelled_photos,
+    score_detections,
+    write_table,
+)
 
 logger = logging.getLogger("gaussian_retina.benchmark_tiling")
 TOBACCO = "tobacco_shelves_24_tiling"
@@ -146,9 +150,7 @@ def main():
     cfg = build_cfg(args.config_file, args.weights)
     load_before = os.getloadavg()
 
-    root = Path(args.tobacco_root)
-    if TOBACCO not in DatasetCatalog.list():
-        register_retail_dataset(TOBACCO, str(root / "images"), str(root / "annotations.csv"))
+    register_labelled_photos(TOBACCO, args.tobacco_root)
     configure_shelf_datasets(cfg, [args.reference_dataset, TOBACCO])  # cfg's dataset options
     name = subset(TOBACCO, args.max_images)  # the first images only, for smoke runs
     tobacco = DatasetCatalog.get(name)
@@ -256,11 +258,7 @@ def main():
         + f". Training products per image "
         f"({args.reference_dataset}): {train_density:.1f}.",
     ]
-    table = "\n".join(lines)
-    print(table)
-    if args.table:
-        Path(args.table).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.table).write_text(table + "\n")
+    write_table(lines, args.table)
 
 
 if __name__ == "__main__":

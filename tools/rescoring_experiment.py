@@ -18,7 +18,6 @@ rescoring happens per tile, before the merge.
 """
 
 import argparse
-from pathlib import Path
 
 import torch
 from detectron2.data import DatasetCatalog
@@ -26,9 +25,14 @@ from detectron2.utils.logger import setup_logger
 
 from gaussian_retina.engine import get_project_cfg
 from gaussian_retina.engine.benchmark import load_average
-from gaussian_retina.shelves import configure_shelf_datasets, register_retail_dataset
+from gaussian_retina.shelves import configure_shelf_datasets
 from gaussian_retina.inference import ShelfPredictor, products_per_image
-from gaussian_retina.inference.evaluate import predict_records, score_detections
+from gaussian_retina.inference.evaluate import (
+    predict_records,
+    register_labelled_photos,
+    score_detections,
+    write_table,
+)
 
 TOBACCO = "tobacco_shelves_24_rescoring"
 
@@ -47,9 +51,7 @@ def main():
     torch.set_num_threads(args.num_threads)
     cfg = get_project_cfg(args.config_file, ["MODEL.WEIGHTS", args.weights, "MODEL.DEVICE", "cpu"])
     load_before = load_average()
-    root = Path(args.tobacco_root)
-    if TOBACCO not in DatasetCatalog.list():
-        register_retail_dataset(TOBACCO, str(root / "images"), str(root / "annotations.csv"))
+    register_labelled_photos(TOBACCO, args.tobacco_root)
     configure_shelf_datasets(cfg, [args.val, TOBACCO])  # cfg's bad-input policy and COCO cache
     density = products_per_image(args.val)
     predictor = ShelfPredictor(
@@ -78,10 +80,7 @@ def main():
         f"PyTorch threads {args.num_threads}; load average before {load_before}, after "
         f"{load_average()}."
     )
-    table = "\n".join(lines)
-    print(table)
-    if args.table:
-        Path(args.table).write_text(table + "\n")
+    write_table(lines, args.table)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ of tools/benchmark_tiling.py, benchmark_counting.py and rescoring_experiment.py.
 
 import tempfile
 import time
-from typing import Callable, Dict, List, Sequence, Tuple
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -14,8 +15,30 @@ from detectron2.structures import Boxes, Instances
 
 from ..data.image_reader import read_shelf_image
 from ..evaluation import DenseCOCOEvaluator, paper_metrics
+from ..shelves import register_retail_dataset
 
-__all__ = ["predict_records", "score_detections"]
+__all__ = ["predict_records", "register_labelled_photos", "score_detections", "write_table"]
+
+
+def register_labelled_photos(name: str, root: str) -> str:
+    """
+    Registers ``root``/images with ``root``/annotations.csv (the layout of ../shared/data's photo
+    sets) as ``name``, unless it is registered already. Returns ``name``.
+    """
+    if name not in DatasetCatalog.list():
+        root = Path(root)
+        register_retail_dataset(name, str(root / "images"), str(root / "annotations.csv"))
+    return name
+
+
+def write_table(lines: Sequence[str], path: Optional[str] = None) -> str:
+    """Prints a Markdown table given as lines and, with ``path``, writes it there too."""
+    table = "\n".join(lines)
+    print(table)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(table + "\n")
+    return table
 
 
 def predict_records(
