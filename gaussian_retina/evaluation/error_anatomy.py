@@ -100,7 +100,7 @@ def matched_edge_offsets(boxes, gt_boxes, match) -> np.ndarray:
 
 def error_anatomy(
     images: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray]], score_thresh: float
-) -> Dict[str, float]:
+) -> Dict[str, object]:
     """
     Sums :func:`classify_detections` over images.
 

@@ -1,6 +1,6 @@
 """
 Scoring whole-photo predictors on labelled datasets with the project's evaluator: the shared body
-of tools/benchmark_tiling.py, benchmark_counting.py and rescoring_experiment.py.
+of tools/benchmark_tiling.py, benchmark_counting.py, rescoring_experiment.py and analyze_errors.py.
 """
 
 import tempfile
