@@ -14,17 +14,14 @@ Inference is the model's own at its test size, one pass per photo, plain scores 
 tools/benchmark_datasets.py scores); ``--rescore-alpha 0.5`` scores as the predict command does.
 """
 
-import argparse
-
-import torch
 from detectron2.data import DatasetCatalog
 from detectron2.structures import BoxMode
-from detectron2.utils.logger import setup_logger
 
-from gaussian_retina.engine import get_project_cfg
 from gaussian_retina.evaluation import ERROR_KINDS, error_anatomy
 from gaussian_retina.inference import ShelfPredictor
 from gaussian_retina.inference.evaluate import (
+    photo_experiment_cfg,
+    photo_experiment_parser,
     predict_records,
     register_labelled_photos,
     write_table,
@@ -41,19 +38,12 @@ def gt_boxes(record):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config-file", required=True)
-    ap.add_argument("--weights", required=True)
-    ap.add_argument("--tobacco-root", default="../shared/data/tobacco_shelves")
+    ap = photo_experiment_parser(__doc__)
     ap.add_argument("--val", default="synthetic_shelves_val")
     ap.add_argument("--score-thresh", type=float, nargs="+", default=[0.3, 0.5])
     ap.add_argument("--rescore-alpha", type=float, default=0.0)
-    ap.add_argument("--num-threads", type=int, default=1)
-    ap.add_argument("--table")
     args = ap.parse_args()
-    setup_logger(name="gaussian_retina")
-    torch.set_num_threads(args.num_threads)
-    cfg = get_project_cfg(args.config_file, ["MODEL.WEIGHTS", args.weights, "MODEL.DEVICE", "cpu"])
+    cfg = photo_experiment_cfg(args)
 
     register_labelled_photos(TOBACCO, args.tobacco_root)
     configure_shelf_datasets(cfg, [args.val, TOBACCO])

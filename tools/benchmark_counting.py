@@ -22,17 +22,12 @@ Thresholds are calibrated on synthetic_shelves_val. Its own row is two-fold cros
 the tobacco row uses thresholds calibrated on the whole of synthetic_shelves_val.
 """
 
-import argparse
 import time
 
 import numpy as np
-import torch
 from detectron2.data import DatasetCatalog
-from detectron2.utils.logger import setup_logger
 
-from gaussian_retina.engine import get_project_cfg
 from gaussian_retina.engine.benchmark import load_average
-from gaussian_retina.shelves import configure_shelf_datasets
 from gaussian_retina.inference import (
     ShelfPredictor,
     calibrate_threshold,
@@ -42,11 +37,14 @@ from gaussian_retina.inference import (
     products_per_image,
 )
 from gaussian_retina.inference.evaluate import (
+    photo_experiment_cfg,
+    photo_experiment_parser,
     predict_records,
     register_labelled_photos,
     write_table,
 )
 from gaussian_retina.inference.runner import photo_counts
+from gaussian_retina.shelves import configure_shelf_datasets
 
 TOBACCO = "tobacco_shelves_24_counting"
 METHODS = ("detections >= 0.5", "detections", "map_peaks", "map_mass")
@@ -70,17 +68,10 @@ def counts(preds, thr, peak, cfg):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config-file", required=True)
-    ap.add_argument("--weights", required=True)
-    ap.add_argument("--tobacco-root", default="../shared/data/tobacco_shelves")
+    ap = photo_experiment_parser(__doc__)
     ap.add_argument("--val", default="synthetic_shelves_val")
-    ap.add_argument("--num-threads", type=int, default=1)
-    ap.add_argument("--table")
     args = ap.parse_args()
-    setup_logger(name="gaussian_retina")
-    torch.set_num_threads(args.num_threads)
-    cfg = get_project_cfg(args.config_file, ["MODEL.WEIGHTS", args.weights, "MODEL.DEVICE", "cpu"])
+    cfg = photo_experiment_cfg(args)
     load_before = load_average()
     t0 = time.perf_counter()
 

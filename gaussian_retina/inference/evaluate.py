@@ -1,8 +1,10 @@
 """
 Scoring whole-photo predictors on labelled datasets with the project's evaluator: the shared body
-of tools/benchmark_tiling.py, benchmark_counting.py, rescoring_experiment.py and analyze_errors.py.
+of tools/benchmark_tiling.py, benchmark_counting.py, rescoring_experiment.py, analyze_errors.py and
+per_photo_size_experiment.py.
 """
 
+import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -12,12 +14,43 @@ import numpy as np
 import torch
 from detectron2.data import DatasetCatalog
 from detectron2.structures import Boxes, Instances
+from detectron2.utils.logger import setup_logger
 
 from ..data.image_reader import read_shelf_image
+from ..engine.project_config import get_project_cfg
 from ..evaluation import DenseCOCOEvaluator, paper_metrics
 from ..shelves import register_retail_dataset
 
-__all__ = ["predict_records", "register_labelled_photos", "score_detections", "write_table"]
+__all__ = [
+    "photo_experiment_cfg",
+    "photo_experiment_parser",
+    "predict_records",
+    "register_labelled_photos",
+    "score_detections",
+    "write_table",
+]
+
+
+def photo_experiment_parser(doc: str) -> argparse.ArgumentParser:
+    """
+    The arguments every photo experiment takes: the model (config and weights), the tobacco
+    photos' folder, a thread count and where to write the table. ``doc`` is the tool's docstring;
+    its first paragraph becomes the description.
+    """
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--config-file", required=True)
+    ap.add_argument("--weights", required=True)
+    ap.add_argument("--tobacco-root", default="../shared/data/tobacco_shelves")
+    ap.add_argument("--num-threads", type=int, default=1)
+    ap.add_argument("--table")
+    return ap
+
+
+def photo_experiment_cfg(args: argparse.Namespace):
+    """Logging, the thread count and the model's config on the CPU, from those arguments."""
+    setup_logger(name="gaussian_retina")
+    torch.set_num_threads(args.num_threads)
+    return get_project_cfg(args.config_file, ["MODEL.WEIGHTS", args.weights, "MODEL.DEVICE", "cpu"])
 
 
 def register_labelled_photos(name: str, root: str) -> str:
