@@ -85,7 +85,8 @@ def add_gaussian_retina_config(cfg):
     # (data/scale_jitter.py); () disables it. At (0.75, 1.5) alone, 3 AP less on synthetic val
     # and no gain on real shelves; with COLOR_JITTER 0.4, +5.4 AP on real shelves and -5.4 on
     # synthetic val, over 3 seeds (results/synthetic_recipe.md). Off: synthetic val is the
-    # quick start's yardstick; configs/synthetic/*_real_shelves.yaml turn both jitters on.
+    # quick start's yardstick; configs/synthetic/*_real_shelves.yaml turn both jitters on (and
+    # train on the synthetic_shelves_train_pictures twin).
     _C.INPUT.SCALE_JITTER = ()
 
     # An exponential moving average of the weights, which training ends with

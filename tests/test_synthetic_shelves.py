@@ -156,6 +156,36 @@ def test_stocked_deep_rows_draw_unannotated_products_behind():
     assert v1["behind"] == []
 
 
+def test_pictures_go_on_flat_faces_and_differ_between_sprites():
+    from gaussian_retina.shelves.synthetic_scene import (
+        _PICTURE_KINDS,
+        _render_product,
+        _sample_layout,
+    )
+
+    params = ShelfSceneParams(picture_prob=1.0)
+    pictured = 0
+    for seed in range(3):
+        layout = _sample_layout(np.random.default_rng(seed), 512, 384, params)
+        for design, _, _ in layout["designs"].values():
+            assert (design["picture"] is not None) == (design["kind"] in _PICTURE_KINDS)
+            pictured += design["picture"] is not None
+    assert pictured > 0
+    design = next(
+        d for d, _, _ in layout["designs"].values() if d["picture"] is not None and not d["band"]
+    )
+    top, height, margin = design["picture"]
+    assert 0 < top and top + height < 1 and 0 <= margin < 0.5
+    # Each sprite draws its own picture, so look-alikes differ there.
+    rng = np.random.default_rng(0)
+    a, _ = _render_product(rng, design, 40, 80)
+    b, _ = _render_product(rng, design, 40, 80)
+    rows = slice(int(80 * top) + 1, int(80 * (top + height)) - 1)
+    assert np.abs(a[rows] - b[rows]).mean() > 5
+    v1 = _sample_layout(np.random.default_rng(0), 512, 384, ShelfSceneParams())
+    assert all(d["picture"] is None for d, _, _ in v1["designs"].values())
+
+
 def test_coco_json_loads(tiny_split):
     json_file, coco, _ = tiny_split
     api = COCO(json_file)
@@ -184,12 +214,13 @@ def test_predefined_splits_registered():
         assert meta.thing_classes == ["object"]
         assert meta.evaluator_type == "coco"
         assert meta.json_file.endswith("annotations.json")
-        # The stocked-deep twin has scenes, and so a cache folder, of its own.
-        deep = MetadataCatalog.get(name + "_deep")
-        assert deep.thing_classes == ["object"]
-        assert os.path.dirname(os.path.dirname(deep.json_file)) != os.path.dirname(
-            os.path.dirname(meta.json_file)
-        )
+        # The stocked-deep and pictures twins have scenes, and so cache folders, of their own.
+        for twin in ("_deep", "_pictures"):
+            other = MetadataCatalog.get(name + twin)
+            assert other.thing_classes == ["object"]
+            assert os.path.dirname(os.path.dirname(other.json_file)) != os.path.dirname(
+                os.path.dirname(meta.json_file)
+            )
     # Registering again (as the package's __init__ may) is harmless.
     ss.register_synthetic_shelves(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")))
 

@@ -4,6 +4,8 @@ Pre-generate the synthetic shelf splits (the datasets do this themselves on firs
 
     python tools/generate_synthetic_shelves.py --root datasets
     python tools/generate_synthetic_shelves.py --splits val --example results/figures/synthetic_example.png
+    python tools/generate_synthetic_shelves.py --splits val --picture-prob 0.5 --example-index 5 \
+        --example results/figures/synthetic_pictures_example.png
 """
 import argparse
 import json
@@ -12,6 +14,7 @@ import os
 
 import cv2
 
+from gaussian_retina.shelves.synthetic_scene import ShelfSceneParams
 from gaussian_retina.shelves.synthetic_shelves import generate_synthetic_shelves
 
 
@@ -39,15 +42,23 @@ def main(argv=None):
     parser.add_argument("--num-images", type=int, default=None,
                         help="images per split (default: 300 train, 50 val)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--picture-prob", type=float, default=0.0,
+                        help="ShelfSceneParams.picture_prob (0.5: the _pictures twins)")
+    parser.add_argument("--stock-depth-prob", type=float, default=0.0,
+                        help="ShelfSceneParams.stock_depth_prob (0.5: the _deep twins)")
     parser.add_argument("--example", default=None,
                         help="also draw an image of the last split with its boxes to this file")
     parser.add_argument("--example-index", type=int, default=0,
                         help="index of the image drawn by --example")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    params = ShelfSceneParams(
+        picture_prob=args.picture_prob, stock_depth_prob=args.stock_depth_prob
+    )
     for split in args.splits:
         json_file = generate_synthetic_shelves(
-            os.path.expanduser(args.root), split, num_images=args.num_images, seed=args.seed
+            os.path.expanduser(args.root), split, num_images=args.num_images, seed=args.seed,
+            params=params,
         )
         print(json_file)
     if args.example:

@@ -53,14 +53,18 @@ _VERSION = "v1"
 _SPLIT_SIZES = {"train": 300, "val": 50}
 # Scene parameters added after v1, with the value that draws the v1 scenes: left out of the cache
 # tag at that value, so the v1 splits keep their folders.
-_V1_VALUES = {"stock_depth_prob": 0.0}
+_V1_VALUES = {"stock_depth_prob": 0.0, "picture_prob": 0.0}
 # Products stocked several deep in half the rows (``ShelfSceneParams.stock_depth_prob``).
 _DEEP = ShelfSceneParams(stock_depth_prob=0.5)
+# Half the box, bag and jar designs carry a picture (``ShelfSceneParams.picture_prob``).
+_PICTURES = ShelfSceneParams(picture_prob=0.5)
 _PREDEFINED_SPLITS = {
     "synthetic_shelves_train": ("train", ShelfSceneParams()),
     "synthetic_shelves_val": ("val", ShelfSceneParams()),
     "synthetic_shelves_train_deep": ("train", _DEEP),
     "synthetic_shelves_val_deep": ("val", _DEEP),
+    "synthetic_shelves_train_pictures": ("train", _PICTURES),
+    "synthetic_shelves_val_pictures": ("val", _PICTURES),
 }
 _JPEG_QUALITY = 92
 _CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
@@ -150,7 +154,8 @@ def load_synthetic_shelves(root, split, dataset_name=None, **kwargs):
 def register_synthetic_shelves(root):
     """
     Register ``synthetic_shelves_train`` and ``synthetic_shelves_val``, and their ``_deep`` twins
-    (products stocked several deep in half the rows), under ``root``. Nothing is
+    (products stocked several deep in half the rows) and ``_pictures`` twins (a picture on half
+    the box, bag and jar designs), under ``root``. Nothing is
     generated until a split is first loaded. Calling this again with the same root is a no-op;
     with another root it re-registers them there.
     """
