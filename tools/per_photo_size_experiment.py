@@ -79,19 +79,22 @@ def main():
         return dets
 
     def per_photo(sides):
-        # The long side is left free: the short side alone sets the scale.
+        # The long side is left free: the short side alone sets the scale. A photo with no size
+        # estimate (None) keeps the fixed test size.
         return [
             T.ResizeShortestEdge(int(round(min(r["height"], r["width"]) * target / s)), 10**6)
+            if s is not None
+            else fixed
             for r, s in zip(records, sides)
         ]
 
     fixed_dets = run([fixed] * len(records))
     detected = []
-    for (boxes, scores, _), s in zip(fixed_dets, _sides(records)):
-        keep = np.asarray(scores) >= args.score_thresh
-        b = np.asarray(boxes)[keep]
+    for boxes, scores, _ in fixed_dets:
+        b = np.asarray(boxes)[np.asarray(scores) >= args.score_thresh]
+        # The fixed pass's boxes are in the photo's pixels, as the labels are.
         sides = np.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
-        detected.append(np.median(sides) if len(sides) else np.median(s))
+        detected.append(float(np.median(sides)) if len(sides) else None)
     rows = {
         f"fixed ({cfg.INPUT.MIN_SIZE_TEST}, {cfg.INPUT.MAX_SIZE_TEST})": fixed_dets,
         "oracle: labelled median to the training median": run(
