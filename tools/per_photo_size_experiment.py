@@ -82,9 +82,11 @@ def main():
         # The long side is left free: the short side alone sets the scale. A photo with no size
         # estimate (None) keeps the fixed test size.
         return [
-            T.ResizeShortestEdge(int(round(min(r["height"], r["width"]) * target / s)), 10**6)
-            if s is not None
-            else fixed
+            (
+                T.ResizeShortestEdge(int(round(min(r["height"], r["width"]) * target / s)), 10**6)
+                if s is not None
+                else fixed
+            )
             for r, s in zip(records, sides)
         ]
 
