@@ -74,6 +74,7 @@ def test_training_ends_with_the_average_and_resumes_it(tiny_split, tmp_path):
         "INPUT.MAX_SIZE_TRAIN": 128,
         "MODEL_EMA.ENABLED": True,
         "MODEL_EMA.DECAY": 0.5,
+        "SOLVER.CPU_AMP.MODE": "on",  # the hook averages the model inside the autocast wrapper
         "OUTPUT_DIR": str(tmp_path),
     }
     cfg.merge_from_list([item for pair in overrides.items() for item in pair])

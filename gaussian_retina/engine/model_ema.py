@@ -2,15 +2,21 @@
 An exponential moving average (EMA) of the model's weights for training, as d2go and Ultralytics
 keep one: the average, not the last step's weights, is what training ends with.
 """
+
 import torch
 from detectron2.engine import HookBase
 from torch.nn.parallel import DistributedDataParallel
+
+from .cpu_speed import TrainingAutocast
 
 __all__ = ["ModelEMA", "ModelEMAHook"]
 
 
 def _unwrap(model):
-    return model.module if isinstance(model, DistributedDataParallel) else model
+    # The trainer's model may be DDP, TrainingAutocast (SOLVER.CPU_AMP), or both.
+    while isinstance(model, (DistributedDataParallel, TrainingAutocast)):
+        model = model.module
+    return model
 
 
 class ModelEMA:

@@ -2,7 +2,9 @@
 The Trainer that ``train_net.py`` runs: Detectron2's DefaultTrainer with the shelf data loaders, the
 paper's evaluator, and multi-process training that also works on machines without a GPU.
 """
+
 import contextlib
+import logging
 import os
 
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
@@ -15,6 +17,7 @@ from ..data import GaussianDatasetMapper, ShelfDatasetMapper
 from ..evaluation import DenseCOCOEvaluator
 from ..modeling import GaussianRetinaNet
 from ..shelves import configure_shelf_datasets
+from .cpu_speed import TrainingAutocast, to_channels_last, use_cpu_amp
 from .model_ema import ModelEMA, ModelEMAHook
 
 __all__ = ["Trainer", "create_ddp_model"]
@@ -49,7 +52,8 @@ class Trainer(DefaultTrainer):
     """
     DefaultTrainer with the shelf mappers (Gaussian targets for training models with the branch),
     :class:`DenseCOCOEvaluator` (AP, AP50, AP75, AR300, AR300@50 at TEST.DETECTIONS_PER_IMAGE),
-    DDP on CPU-only machines, and a moving average of the weights when MODEL_EMA asks for one.
+    DDP on CPU-only machines, a moving average of the weights when MODEL_EMA asks for one, and
+    bfloat16 training on the CPU when SOLVER.CPU_AMP asks for it.
     The Trainer, not the data code, knows which models need the Gaussian targets, so data never
     imports modeling. Every loader and evaluator first gives its shelf datasets the cfg's input
     options (bad-input policy, COCO json cache).
@@ -58,6 +62,22 @@ class Trainer(DefaultTrainer):
     def __init__(self, cfg):
         with _cpu_aware_ddp():
             super().__init__(cfg)
+        mode = cfg.SOLVER.CPU_AMP.MODE
+        if use_cpu_amp(mode, cfg.MODEL.DEVICE):
+            logging.getLogger(__name__).info(f"SOLVER.CPU_AMP.MODE {mode!r}: training in bfloat16")
+            # After super().__init__: the checkpointer and the hooks keep the model itself.
+            self._trainer.model = TrainingAutocast(self._trainer.model)
+        elif mode == "auto":
+            logging.getLogger(__name__).info(
+                "SOLVER.CPU_AMP.MODE 'auto': training in float32 (no bfloat16 instructions here)"
+            )
+
+    @classmethod
+    def build_model(cls, cfg):
+        channels_last = use_cpu_amp(cfg.SOLVER.CPU_AMP.MODE, cfg.MODEL.DEVICE)
+        model = super().build_model(cfg)
+        # Before DDP wraps it: its gradient buckets take the parameters' layout.
+        return to_channels_last(model) if channels_last else model
 
     def build_hooks(self):
         ret = super().build_hooks()
