@@ -5,14 +5,17 @@ in float32) and the convolutions in the channels-last layout (the same values).
 
 import pytest
 import torch
-
 from common import get_config, tiny_synthetic_split
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
+
 from gaussian_retina import render_gaussian_map
-from gaussian_retina.engine import Trainer
-from gaussian_retina.engine import cpu_speed
-from gaussian_retina.engine.cpu_speed import TrainingAutocast, to_channels_last, use_cpu_amp
+from gaussian_retina.engine import Trainer, cpu_speed
+from gaussian_retina.engine.cpu_speed import (
+    TrainingAutocast,
+    to_channels_last,
+    use_cpu_amp,
+)
 from gaussian_retina.shelves.synthetic_scene import ShelfSceneParams
 
 NAME = "synthetic_shelves_cpu_speed_tiny"
@@ -111,7 +114,9 @@ def test_trainer_trains_with_both_and_saves_plain_checkpoints(tiny_split, tmp_pa
     before = {k: v.clone() for k, v in trainer.checkpointer.model.state_dict().items()}
     trainer.resume_or_load(resume=False)
     trainer.train()
-    assert "AP" in trainer._last_eval_results["bbox"]  # the in-training evaluation ran through the wrapper
+    assert (
+        "AP" in trainer._last_eval_results["bbox"]
+    )  # the in-training evaluation ran through the wrapper
     storage = trainer.storage.latest()
     assert all(torch.isfinite(torch.tensor(storage[k][0])) for k in ("loss_cls", "loss_gaussian"))
 
@@ -124,7 +129,7 @@ def test_trainer_trains_with_both_and_saves_plain_checkpoints(tiny_split, tmp_pa
 def test_mode_resolves_by_device_and_cpu(monkeypatch):
     assert not use_cpu_amp("off", "cpu") and use_cpu_amp("on", "cpu")
     for native in (True, False):
-        monkeypatch.setattr(cpu_speed, "cpu_has_native_bfloat16", lambda: native)
+        monkeypatch.setattr(cpu_speed, "cpu_has_native_bfloat16", lambda native=native: native)
         assert use_cpu_amp("auto", "cpu") is native
         assert not use_cpu_amp("auto", "cuda"), "on a GPU, Detectron2's SOLVER.AMP is the option"
     with pytest.raises(ValueError, match="SOLVER.AMP"):
