@@ -1,4 +1,5 @@
 """Helpers shared by the tests (importable from spawned processes too: tests/ is on sys.path)."""
+
 import contextlib
 from pathlib import Path
 
@@ -7,6 +8,7 @@ from detectron2.data.datasets import load_coco_json
 
 from gaussian_retina.engine import get_project_cfg
 from gaussian_retina.shelves import configure_shelf_datasets
+from gaussian_retina.shelves.synthetic_scene import ShelfSceneParams
 from gaussian_retina.shelves.synthetic_shelves import generate_synthetic_shelves
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,3 +42,37 @@ def tiny_synthetic_split(name, root, params, num_images, seed=3):
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
+
+
+# Scenes of 128x96 with 4-12 products: a training step on them takes well under a second.
+TINY_SCENE_PARAMS = ShelfSceneParams(
+    long_side=128,
+    short_side=96,
+    portrait_prob=0.0,
+    min_objects=4,
+    max_objects=12,
+    min_shelf_pitch=32,
+    max_shelf_pitch=48,
+)
+
+
+def tiny_training_cfg(config_file, train_split, output_dir, overrides=None):
+    """
+    The cfg of ``config_file`` for training steps of 2 images at 128x96 on ``train_split``, no
+    evaluation, then the ``overrides`` dict (full key: value).
+    """
+    cfg = get_config(config_file)
+    base = {
+        "DATASETS.TRAIN": (train_split,),
+        "DATASETS.TEST": (),
+        "SOLVER.IMS_PER_BATCH": 2,
+        "SOLVER.WARMUP_ITERS": 0,
+        "SOLVER.STEPS": (),
+        "DATALOADER.NUM_WORKERS": 0,
+        "INPUT.MIN_SIZE_TRAIN": (96,),
+        "INPUT.MAX_SIZE_TRAIN": 128,
+        "OUTPUT_DIR": str(output_dir),
+    }
+    base.update(overrides or {})
+    cfg.merge_from_list([item for pair in base.items() for item in pair])
+    return cfg

@@ -4,6 +4,19 @@ from detectron2.data import DatasetCatalog
 from detectron2.structures import Boxes, Instances, PolygonMasks
 
 
+@pytest.fixture(scope="module")
+def tiny_training_split(request, tmp_path_factory):
+    """
+    Two scenes of common.TINY_SCENE_PARAMS, registered for the test module as its NAME: the
+    training set of common.tiny_training_cfg.
+    """
+    from common import TINY_SCENE_PARAMS, tiny_synthetic_split
+
+    root = str(tmp_path_factory.mktemp("datasets"))
+    with tiny_synthetic_split(request.module.NAME, root, TINY_SCENE_PARAMS, num_images=2) as name:
+        yield name
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
     """

@@ -5,7 +5,10 @@ in float32) and the convolutions in the channels-last layout (the same values).
 
 import pytest
 import torch
-from common import get_config, tiny_synthetic_split
+from common import (
+    get_config,
+    tiny_training_cfg,
+)
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
@@ -16,7 +19,6 @@ from gaussian_retina.engine.cpu_speed import (
     to_channels_last,
     use_cpu_amp,
 )
-from gaussian_retina.shelves.synthetic_scene import ShelfSceneParams
 
 NAME = "synthetic_shelves_cpu_speed_tiny"
 
@@ -71,41 +73,16 @@ def test_training_autocast_runs_the_training_forward_in_bfloat16(two_image_batch
     assert out["instances"].scores.dtype == torch.float32
 
 
-@pytest.fixture(scope="module")
-def tiny_split(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("datasets"))
-    params = ShelfSceneParams(
-        long_side=128,
-        short_side=96,
-        portrait_prob=0.0,
-        min_objects=4,
-        max_objects=12,
-        min_shelf_pitch=32,
-        max_shelf_pitch=48,
-    )
-    with tiny_synthetic_split(NAME, root, params, num_images=2) as name:
-        yield name
-
-
-def test_trainer_trains_with_both_and_saves_plain_checkpoints(tiny_split, tmp_path):
-    cfg = get_config("synthetic/gln_R18.yaml")
+def test_trainer_trains_with_both_and_saves_plain_checkpoints(tiny_training_split, tmp_path):
     overrides = {
-        "DATASETS.TRAIN": (tiny_split,),
-        "DATASETS.TEST": (tiny_split,),
+        "DATASETS.TEST": (tiny_training_split,),
         "TEST.EVAL_PERIOD": 2,
-        "SOLVER.IMS_PER_BATCH": 2,
         "SOLVER.MAX_ITER": 2,
-        "SOLVER.WARMUP_ITERS": 0,
-        "SOLVER.STEPS": (),
-        "DATALOADER.NUM_WORKERS": 0,
-        "INPUT.MIN_SIZE_TRAIN": (96,),
-        "INPUT.MAX_SIZE_TRAIN": 128,
         "INPUT.MIN_SIZE_TEST": 96,
         "INPUT.MAX_SIZE_TEST": 128,
         "SOLVER.CPU_AMP.MODE": "on",
-        "OUTPUT_DIR": str(tmp_path),
     }
-    cfg.merge_from_list([item for pair in overrides.items() for item in pair])
+    cfg = tiny_training_cfg("synthetic/gln_R18.yaml", tiny_training_split, tmp_path, overrides)
     cfg.freeze()
     trainer = Trainer(cfg)
     assert isinstance(trainer.model, TrainingAutocast)

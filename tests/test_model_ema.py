@@ -2,14 +2,14 @@
 MODEL_EMA: the moving average's arithmetic, and that training ends with the average, saves it in
 its checkpoints and gets it back on --resume.
 """
+
 import pytest
 import torch
+from common import tiny_training_cfg
 from torch import nn
 
-from common import get_config, tiny_synthetic_split
 from gaussian_retina.engine import Trainer
 from gaussian_retina.engine.model_ema import ModelEMA, ModelEMAHook
-from gaussian_retina.shelves.synthetic_scene import ShelfSceneParams
 
 NAME = "synthetic_shelves_ema_tiny"
 
@@ -43,41 +43,15 @@ def test_average_follows_the_weights_with_a_ramped_decay():
         ModelEMA(model, decay=1.0)
 
 
-@pytest.fixture(scope="module")
-def tiny_split(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("datasets"))
-    params = ShelfSceneParams(
-        long_side=128,
-        short_side=96,
-        portrait_prob=0.0,
-        min_objects=4,
-        max_objects=12,
-        min_shelf_pitch=32,
-        max_shelf_pitch=48,
-    )
-    with tiny_synthetic_split(NAME, root, params, num_images=2) as name:
-        yield name
-
-
-def test_training_ends_with_the_average_and_resumes_it(tiny_split, tmp_path):
-    cfg = get_config("synthetic/gln_R18.yaml")
+def test_training_ends_with_the_average_and_resumes_it(tiny_training_split, tmp_path):
     overrides = {
-        "DATASETS.TRAIN": (tiny_split,),
-        "DATASETS.TEST": (),
-        "SOLVER.IMS_PER_BATCH": 2,
         "SOLVER.MAX_ITER": 4,
-        "SOLVER.WARMUP_ITERS": 0,
-        "SOLVER.STEPS": (),
         "SOLVER.CHECKPOINT_PERIOD": 2,
-        "DATALOADER.NUM_WORKERS": 0,
-        "INPUT.MIN_SIZE_TRAIN": (96,),
-        "INPUT.MAX_SIZE_TRAIN": 128,
         "MODEL_EMA.ENABLED": True,
         "MODEL_EMA.DECAY": 0.5,
         "SOLVER.CPU_AMP.MODE": "on",  # the hook averages the model inside the autocast wrapper
-        "OUTPUT_DIR": str(tmp_path),
     }
-    cfg.merge_from_list([item for pair in overrides.items() for item in pair])
+    cfg = tiny_training_cfg("synthetic/gln_R18.yaml", tiny_training_split, tmp_path, overrides)
     cfg.freeze()
     trainer = Trainer(cfg)
     names = [type(h).__name__ for h in trainer._hooks]
