@@ -10,6 +10,8 @@ Trains and evaluates gaussian-retina models (GLN, GDN and the baselines) with De
 """
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from gaussian_retina.engine import Trainer, get_project_cfg
 
@@ -18,6 +20,9 @@ def setup(args):
     cfg = get_project_cfg(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
+    # default_setup only sets up detectron2's and fvcore's loggers: without this, the add-on's
+    # messages (e.g. whether SOLVER.CPU_AMP trains in bfloat16) would not reach the log.
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="gaussian_retina")
     return cfg
 
 

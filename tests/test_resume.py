@@ -46,6 +46,8 @@ def test_kill_then_resume(synthetic_root, tmp_path):
     log = second.communicate(timeout=400)[0]
     assert second.returncode == 0, log[-3000:]
     assert f"Starting training from iteration {killed_at + 1}" in log
+    # the add-on's own logger reaches the log too (the smoke config's CPU_AMP is "auto")
+    assert "SOLVER.CPU_AMP.MODE 'auto': training in" in log
     assert (tmp_path / "model_final.pth").exists()
     records = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
     steps = [r["iteration"] for r in records if "total_loss" in r]
