@@ -181,8 +181,12 @@ def test_real_shelves_configs_add_only_the_augmentation_and_pictures(model):
     base = flatten_results_dict(get_config(f"synthetic/{model}_R18.yaml"))
     cfg = get_config(f"synthetic/{model}_R18_real_shelves.yaml")
     changed = {k for k, v in flatten_results_dict(cfg).items() if base[k] != v}
-    # GLN and RetinaNet get the same recipe, and it changes nothing but the training input.
-    assert changed == {"INPUT/COLOR_JITTER", "INPUT/SCALE_JITTER", "DATASETS/TRAIN", "OUTPUT_DIR"}
+    # GLN and RetinaNet get the same recipe, and it changes nothing but the training input and
+    # the learning rate its figures were measured at.
+    assert changed == {
+        "INPUT/COLOR_JITTER", "INPUT/SCALE_JITTER", "DATASETS/TRAIN", "OUTPUT_DIR", "SOLVER/BASE_LR"
+    }
+    assert cfg.SOLVER.BASE_LR == 0.01
     assert cfg.DATASETS.TRAIN == ("synthetic_shelves_train_pictures",)
     assert cfg.DATASETS.TEST == ("synthetic_shelves_val",)
     names = [type(a).__name__ for a in GaussianDatasetMapper(cfg, True).augmentations.augs]
