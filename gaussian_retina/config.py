@@ -78,15 +78,15 @@ def add_gaussian_retina_config(cfg):
     # Photometric jitter in training: brightness, contrast and saturation each scaled by a
     # random factor in [1 - x, 1 + x]; 0 disables it. Detectron2's RandomSaturation weighs the
     # channels as RGB; on BGR input its grey differs slightly, which a jitter does not mind.
-    # Level on real shelves over 3 seeds at 0.4 (results/synthetic_recipe.md), hence off.
+    # Off by default (the paper's recipe); the synthetic configs turn it on with SCALE_JITTER.
     _C.INPUT.COLOR_JITTER = 0.0
     # Scale jitter in training, (min, max): each image at its MIN_SIZE_TRAIN / MAX_SIZE_TRAIN
     # size times a random factor in [min, max], cropped or padded back to that size
     # (data/scale_jitter.py); () disables it. At (0.75, 1.5) alone, 3 AP less on synthetic val
     # and no gain on real shelves; with COLOR_JITTER 0.4, +5.4 AP on real shelves and -5.4 on
-    # synthetic val, over 3 seeds (results/synthetic_recipe.md). Off: synthetic val is the
-    # quick start's yardstick; configs/synthetic/*_real_shelves.yaml turn both jitters on (and
-    # train on the synthetic_shelves_train_pictures twin).
+    # synthetic val, over 3 seeds (results/synthetic_recipe.md). Off by default, as in the paper;
+    # configs/synthetic/Base-Synthetic.yaml turns both on, mildly, and the *_real_shelves.yaml
+    # configs more strongly.
     _C.INPUT.SCALE_JITTER = ()
 
     # An exponential moving average of the weights, which training ends with

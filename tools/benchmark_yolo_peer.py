@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """
-Peer benchmark: Ultralytics YOLOv8n trained from scratch on ``synthetic_shelves_train`` for a
+Peer benchmark: Ultralytics YOLOv8n trained from scratch on our config's training sets for a
 wall-time budget, scored with this project's evaluator (DenseCOCOEvaluator, 300 detections per
 image) on ``synthetic_shelves_val`` and on the 24 real TobaccoShelves photos, beside our model.
 
@@ -19,7 +19,8 @@ Then run this script with that venv's python, from the project root:
 
 What it does:
 
-1. Exports ``synthetic_shelves_train`` as a YOLO dataset under ``--output-dir`` (images
+1. Exports the training sets of ``--ours``'s config (else ``--test-config``'s: the quick start's
+   ``DATASETS.TRAIN``) as a YOLO dataset under ``--output-dir``, one folder per set (images
    symlinked, one ``<stem>.txt`` of ``0 cx cy w h`` rows per image, normalised to the image, as
    ``register_retail_dataset`` reads YOLO folders) and a 4-image val folder: Ultralytics
    validates once at the end of training even with ``val=False``; a tiny val keeps that cost
@@ -72,11 +73,7 @@ INSTALL_HINT = (
     "~/venv-peers/bin/pip install ultralytics, then run this script with "
     "~/venv-peers/bin/python"
 )
-TRAIN_SET, VAL_SET, REAL_SET = (
-    "synthetic_shelves_train",
-    "synthetic_shelves_val",
-    "tobacco_shelves_24",
-)
+VAL_SET, REAL_SET = "synthetic_shelves_val", "tobacco_shelves_24"
 SUMMARY_FILE = "train_summary.json"
 
 logger = logging.getLogger("gaussian_retina.yolo_peer")
@@ -207,19 +204,24 @@ def export_yolo_split(records, root, split):
     return len(records), num_boxes
 
 
-def export_yolo_dataset(root, num_val_images):
-    """The YOLO copy of synthetic_shelves_train (+ a tiny val). Returns the data yaml's path."""
+def export_yolo_dataset(root, train_sets, num_val_images):
+    """
+    The YOLO copy of the training sets (one folder each: their file names can repeat) and of a
+    tiny val. Returns the data yaml's path.
+    """
     from detectron2.data import DatasetCatalog
 
     root = Path(root).resolve()
-    n, b = export_yolo_split(DatasetCatalog.get(TRAIN_SET), root, "train")
-    logger.info(f"YOLO export of {TRAIN_SET}: {n} images, {b} boxes in {root}")
+    for name in train_sets:
+        n, b = export_yolo_split(DatasetCatalog.get(name), root, name)
+        logger.info(f"YOLO export of {name}: {n} images, {b} boxes in {root}")
     n, b = export_yolo_split(DatasetCatalog.get(VAL_SET)[:num_val_images], root, "val")
     logger.info(f"YOLO export of the first {n} images of {VAL_SET} ({b} boxes): end-of-run val")
     data_yaml = root / "data.yaml"
     data_yaml.write_text(
         f"# written by tools/benchmark_yolo_peer.py\npath: {root}\n"
-        "train: images/train\nval: images/val\nnames:\n  0: object\n"
+        f"train: [{', '.join('images/' + name for name in train_sets)}]\n"
+        "val: images/val\nnames:\n  0: object\n"
     )
     return data_yaml
 
@@ -474,6 +476,8 @@ def main():
 
     cfg = build_cfg(args.ours[0] if args.ours else args.test_config)
     max_dets = cfg.TEST.DETECTIONS_PER_IMAGE
+    # The peer sees what our model sees: the same config's training sets.
+    train_sets = list(cfg.DATASETS.TRAIN)
     if REAL_SET not in DatasetCatalog.list():
         root = Path(args.tobacco_root)
         register_retail_dataset(REAL_SET, str(root / "images"), str(root / "annotations.csv"))
@@ -486,7 +490,7 @@ def main():
         summary_path = weights.resolve().parents[1] / SUMMARY_FILE
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     else:
-        data_yaml = export_yolo_dataset(output_dir / "yolo_data", num_val_images=4)
+        data_yaml = export_yolo_dataset(output_dir / "yolo_data", train_sets, num_val_images=4)
         weights, summary = train_yolo(args, data_yaml, run_dir)
     yolo_minutes = summary.get("train_loop_minutes")
 
@@ -560,7 +564,8 @@ def main():
         "",
         f"    {command}",
         "",
-        f"Both trained on `{TRAIN_SET}` only, on this machine's CPU; scored by "
+        f"Both trained on {', '.join(f'`{n}`' for n in train_sets)} only, on this machine's CPU; "
+        "scored by "
         f"`DenseCOCOEvaluator` at {max_dets} detections per image on `{VAL_SET}` and on the "
         f"24 real photos `{REAL_SET}`, images read and resized by our test mapper. YOLO: conf "
         f"{args.conf}, NMS IoU {args.iou}. Train wall time: YOLO's training loop (Ultralytics "
