@@ -176,6 +176,19 @@ def test_scale_jitter_from_config_only_in_training(record):
         GaussianDatasetMapper(cfg, True)
 
 
+@pytest.mark.parametrize("model", ["gln", "retinanet", "gdn", "goldman", "faster_rcnn"])
+def test_quick_start_recipe_trains_on_both_sets_with_a_mild_jitter(model):
+    # The synthetic base carries the recipe, so every model of the reproduction gets the same.
+    cfg = get_config(f"synthetic/{model}_R18.yaml")
+    assert cfg.DATASETS.TRAIN == ("synthetic_shelves_train", "synthetic_shelves_train_pictures")
+    assert cfg.DATASETS.TEST == ("synthetic_shelves_val",)
+    assert cfg.INPUT.COLOR_JITTER == 0.2 and tuple(cfg.INPUT.SCALE_JITTER) == (0.85, 1.25)
+    names = [type(a).__name__ for a in GaussianDatasetMapper(cfg, True).augmentations.augs]
+    assert names[:2] == ["ScaleJitterCrop", "RandomFlip"] and "RandomBrightness" in names
+    test_names = [type(a).__name__ for a in GaussianDatasetMapper(cfg, False).augmentations.augs]
+    assert test_names == ["ResizeShortestEdge"]
+
+
 @pytest.mark.parametrize("model", ["gln", "retinanet"])
 def test_real_shelves_configs_add_only_the_augmentation_and_pictures(model):
     base = flatten_results_dict(get_config(f"synthetic/{model}_R18.yaml"))
