@@ -53,9 +53,9 @@ class ShelfSceneParams:
     # Probability that a box, bag or jar design carries a picture: a photo-like panel over a third
     # to two thirds of its face (a cereal bowl, a tobacco health warning), whose edges are not a
     # product's. 0 draws nothing more: the v1 scenes, byte for byte. At 0.5 (the _pictures
-    # twins, which the real-shelves configs train on): about +5 AP on real photos, with or without
-    # jitter, for 2.8 AP (quick start) and 0.4 AP (with jitter) on synthetic val
-    # (results/synthetic_recipe.md).
+    # twins, which the real-shelves configs train on, and the synthetic configs beside v1): about
+    # +5 AP on real photos, with or without jitter, for 2.8 AP (v1 quick start) and 0.4 AP (with
+    # jitter) on synthetic val (results/synthetic_recipe.md).
     picture_prob: float = 0.0
 
 
