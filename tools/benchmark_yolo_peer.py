@@ -432,8 +432,8 @@ def main():
     parser.add_argument(
         "--test-config",
         default=str(PROJECT_ROOT / "configs/synthetic/gln_R18.yaml"),
-        help="config whose test mapper feeds YOLO (default: the quick start's; "
-        "--ours's config when given)",
+        help="config whose DATASETS.TRAIN YOLO trains on and whose test mapper feeds it "
+        "(default: the quick start's; --ours's config when given)",
     )
     parser.add_argument(
         "--ours", nargs=2, metavar=("CONFIG", "WEIGHTS"), help="also evaluate our model"
