@@ -183,6 +183,7 @@ def test_quick_start_recipe_trains_on_both_sets_with_a_mild_jitter(model):
     assert cfg.DATASETS.TRAIN == ("synthetic_shelves_train", "synthetic_shelves_train_pictures")
     assert cfg.DATASETS.TEST == ("synthetic_shelves_val",)
     assert cfg.INPUT.COLOR_JITTER == 0.2 and tuple(cfg.INPUT.SCALE_JITTER) == (0.85, 1.25)
+    assert cfg.SOLVER.MAX_ITER == 1100 and tuple(cfg.SOLVER.STEPS) == (880,)
     names = [type(a).__name__ for a in GaussianDatasetMapper(cfg, True).augmentations.augs]
     assert names[:2] == ["ScaleJitterCrop", "RandomFlip"] and "RandomBrightness" in names
     test_names = [type(a).__name__ for a in GaussianDatasetMapper(cfg, False).augmentations.augs]
@@ -195,11 +196,13 @@ def test_real_shelves_configs_add_only_the_augmentation_and_pictures(model):
     cfg = get_config(f"synthetic/{model}_R18_real_shelves.yaml")
     changed = {k for k, v in flatten_results_dict(cfg).items() if base[k] != v}
     # GLN and RetinaNet get the same recipe, and it changes nothing but the training input and
-    # the learning rate its figures were measured at.
+    # the learning rate and schedule its figures were measured at.
     assert changed == {
-        "INPUT/COLOR_JITTER", "INPUT/SCALE_JITTER", "DATASETS/TRAIN", "OUTPUT_DIR", "SOLVER/BASE_LR"
+        "INPUT/COLOR_JITTER", "INPUT/SCALE_JITTER", "DATASETS/TRAIN", "OUTPUT_DIR",
+        "SOLVER/BASE_LR", "SOLVER/MAX_ITER", "SOLVER/STEPS",
     }
     assert cfg.SOLVER.BASE_LR == 0.01
+    assert cfg.SOLVER.MAX_ITER == 1000 and tuple(cfg.SOLVER.STEPS) == (800,)
     assert cfg.DATASETS.TRAIN == ("synthetic_shelves_train_pictures",)
     assert cfg.DATASETS.TEST == ("synthetic_shelves_val",)
     names = [type(a).__name__ for a in GaussianDatasetMapper(cfg, True).augmentations.augs]
