@@ -2,7 +2,8 @@
 """
 Small-scale reproduction of the paper's claim on the synthetic dense shelves: trains every config
 with identical budgets for several seeds through train_net.py, in parallel jobs, then writes the
-paper's columns as mean and standard deviation over seeds.
+paper's columns as mean and standard deviation over seeds, into <output-root>/table.md (or
+--table).
 
     python tools/reproduce_synthetic.py --seeds 0 1 2 --jobs 2 --threads 1
 
@@ -88,12 +89,15 @@ def main():
     parser.add_argument("--jobs", type=int, default=2, help="runs at once")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--output-root", default="output/reproduction")
-    parser.add_argument("--table", default="results/synthetic_reproduction.md")
+    # Into the output root by default: results/synthetic_reproduction.md is assembled by hand from
+    # several invocations, and one run of this script would overwrite it.
+    parser.add_argument("--table", help="markdown table to write (default: <output-root>/table.md)")
     parser.add_argument("--no-run", action="store_true", help="only write the table")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every run")
     args = parser.parse_args()
 
     root = Path(args.output_root)
+    table_path = Path(args.table) if args.table else root / "table.md"
     runs = [(c, s, root / Path(c).stem / f"seed{s}") for s in args.seeds for c in args.configs]
     start = time.time()
     with ThreadPoolExecutor(args.jobs) as pool:
@@ -137,9 +141,9 @@ def main():
     table = "\n".join(lines)
     print(table)
     print(f"Total wall time: {total / 60:.1f} min with {args.jobs} jobs x {args.threads} threads")
-    if args.table:
-        Path(args.table).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.table).write_text(table + "\n")
+    table_path.parent.mkdir(parents=True, exist_ok=True)
+    table_path.write_text(table + "\n")
+    print(f"Table written to {table_path}")
 
 
 if __name__ == "__main__":
