@@ -206,21 +206,21 @@ def export_yolo_split(records, root, split):
 
 def export_yolo_dataset(root, train_sets, num_val_images):
     """
-    The YOLO copy of the training sets (one folder each: their file names can repeat) and of a
-    tiny val. Returns the data yaml's path.
+    The YOLO copy of the training sets (one folder each under ``train/``: their file names can
+    repeat, and a set may be called "val") and of a tiny val. Returns the data yaml's path.
     """
     from detectron2.data import DatasetCatalog
 
     root = Path(root).resolve()
     for name in train_sets:
-        n, b = export_yolo_split(DatasetCatalog.get(name), root, name)
+        n, b = export_yolo_split(DatasetCatalog.get(name), root, f"train/{name}")
         logger.info(f"YOLO export of {name}: {n} images, {b} boxes in {root}")
     n, b = export_yolo_split(DatasetCatalog.get(VAL_SET)[:num_val_images], root, "val")
     logger.info(f"YOLO export of the first {n} images of {VAL_SET} ({b} boxes): end-of-run val")
     data_yaml = root / "data.yaml"
     data_yaml.write_text(
         f"# written by tools/benchmark_yolo_peer.py\npath: {root}\n"
-        f"train: [{', '.join('images/' + name for name in train_sets)}]\n"
+        f"train: [{', '.join('images/train/' + name for name in train_sets)}]\n"
         "val: images/val\nnames:\n  0: object\n"
     )
     return data_yaml
