@@ -88,6 +88,9 @@ def add_gaussian_retina_config(cfg):
     # configs/synthetic/Base-Synthetic.yaml turns both on, mildly, and the *_real_shelves.yaml
     # configs more strongly.
     _C.INPUT.SCALE_JITTER = ()
+    # Probability that a training image is tiled with three others into one of its size, each
+    # at its own scale (data/mosaic.py); 0 disables it. Off by default.
+    _C.INPUT.MOSAIC_PROB = 0.0
 
     # An exponential moving average of the weights, which training ends with
     # (engine/model_ema.py); the names are d2go's.

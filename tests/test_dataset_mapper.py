@@ -5,7 +5,7 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.data import transforms as T
 from detectron2.evaluation.testing import flatten_results_dict
-from detectron2.structures import BoxMode
+from detectron2.structures import Boxes, BoxMode, Instances
 
 from gaussian_retina.config import add_gaussian_retina_config
 from gaussian_retina.data import (
@@ -15,6 +15,7 @@ from gaussian_retina.data import (
     ShelfDatasetMapper,
 )
 from gaussian_retina.data.image_reader import BadImageError
+from gaussian_retina.data.mosaic import mosaic
 
 from common import get_config
 
@@ -177,14 +178,17 @@ def test_scale_jitter_from_config_only_in_training(record):
 
 
 @pytest.mark.parametrize("model", ["gln", "retinanet", "gdn", "goldman", "faster_rcnn"])
-def test_quick_start_recipe_trains_on_both_sets_with_a_mild_jitter(model):
+def test_quick_start_recipe_trains_on_both_sets_with_a_mild_jitter(model, record):
     # The synthetic base carries the recipe, so every model of the reproduction gets the same.
     cfg = get_config(f"synthetic/{model}_R18.yaml")
     assert cfg.DATASETS.TRAIN == ("synthetic_shelves_train", "synthetic_shelves_train_pictures")
     assert cfg.DATASETS.TEST == ("synthetic_shelves_val",)
     assert cfg.INPUT.COLOR_JITTER == 0.2 and tuple(cfg.INPUT.SCALE_JITTER) == (0.85, 1.25)
     assert cfg.SOLVER.MAX_ITER == 1100 and tuple(cfg.SOLVER.STEPS) == (880,)
-    names = [type(a).__name__ for a in GaussianDatasetMapper(cfg, True).augmentations.augs]
+    # The mosaic was measured on the RetinaNet family only; Faster R-CNN keeps its figures' input.
+    assert cfg.INPUT.MOSAIC_PROB == (0.0 if model == "faster_rcnn" else 0.5)
+    train_mapper = GaussianDatasetMapper(cfg, True, mosaic_pool=[record])
+    names = [type(a).__name__ for a in train_mapper.augmentations.augs]
     assert names[:2] == ["ScaleJitterCrop", "RandomFlip"] and "RandomBrightness" in names
     test_names = [type(a).__name__ for a in GaussianDatasetMapper(cfg, False).augmentations.augs]
     assert test_names == ["ResizeShortestEdge"]
@@ -198,12 +202,19 @@ def test_real_shelves_configs_add_only_the_augmentation_and_pictures(model):
     # GLN and RetinaNet get the same recipe, and it changes nothing but the training input and
     # the learning rate and schedule its figures were measured at.
     assert changed == {
-        "INPUT/COLOR_JITTER", "INPUT/SCALE_JITTER", "DATASETS/TRAIN", "OUTPUT_DIR",
-        "SOLVER/BASE_LR", "SOLVER/MAX_ITER", "SOLVER/STEPS",
+        "INPUT/COLOR_JITTER",
+        "INPUT/SCALE_JITTER",
+        "INPUT/MOSAIC_PROB",
+        "DATASETS/TRAIN",
+        "OUTPUT_DIR",
+        "SOLVER/BASE_LR",
+        "SOLVER/MAX_ITER",
+        "SOLVER/STEPS",
     }
     assert cfg.SOLVER.BASE_LR == 0.01
     assert cfg.SOLVER.MAX_ITER == 1000 and tuple(cfg.SOLVER.STEPS) == (800,)
     assert cfg.DATASETS.TRAIN == ("synthetic_shelves_train_pictures",)
+    assert cfg.INPUT.MOSAIC_PROB == 0.0
     assert cfg.DATASETS.TEST == ("synthetic_shelves_val",)
     names = [type(a).__name__ for a in GaussianDatasetMapper(cfg, True).augmentations.augs]
     assert names == [
@@ -213,3 +224,77 @@ def test_real_shelves_configs_add_only_the_augmentation_and_pictures(model):
         "RandomContrast",
         "RandomSaturation",
     ]
+
+
+def _mapped(image, boxes):
+    instances = Instances(image.shape[-2:])
+    instances.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    instances.gt_classes = torch.zeros(len(boxes), dtype=torch.int64)
+    return {"image": image, "instances": instances, "image_id": 1}
+
+
+def test_mosaic_pastes_four_windows_and_keeps_boxes_by_visible_area():
+    # Four constant images (values 10, 20, 30, 40) of the canvas size, one box each, so every
+    # pixel and box of the mosaic tells which image and window it came from.
+    parts = [
+        _mapped(torch.full((3, 60, 80), 10 * (k + 1), dtype=torch.uint8), [[0, 0, 80, 60]])
+        for k in range(4)
+    ]
+    np.random.seed(0)
+    out = mosaic(parts)
+    image = out["image"]
+    assert image.shape == (3, 60, 80) and out["image_id"] == 1
+    # The quadrants meet at one centre inside the middle half of the canvas.
+    cx = int((image[0, 0] == 10).sum())
+    cy = int((image[0, :, 0] == 10).sum())
+    assert 20 <= cx <= 60 and 15 <= cy <= 45
+    assert (image[:, :cy, :cx] == 10).all() and (image[:, :cy, cx:] == 20).all()
+    assert (image[:, cy:, :cx] == 30).all() and (image[:, cy:, cx:] == 40).all()
+    # A box over its whole image is cut to its quadrant, and kept only if half of it is left:
+    # no quadrant of a 60x80 canvas holds half of it, so none is kept ...
+    assert len(out["instances"]) == 0
+    # ... and a lower threshold keeps each one, cut to exactly its quadrant.
+    np.random.seed(0)
+    out = mosaic(parts, min_visible_fraction=0.0)
+    expected = [[0, 0, cx, cy], [cx, 0, 80, cy], [0, cy, cx, 60], [cx, cy, 80, 60]]
+    assert out["instances"].gt_boxes.tensor.tolist() == expected
+    assert out["instances"].image_size == (60, 80)
+
+
+def test_mosaic_moves_a_box_with_its_window():
+    rng = np.random.default_rng(0)
+    parts = [
+        _mapped(
+            torch.as_tensor(rng.integers(0, 256, (3, 60, 80), dtype=np.uint8)), [[30, 20, 40, 34]]
+        )
+        for _ in range(4)
+    ]
+    np.random.seed(5)
+    out = mosaic(parts, min_visible_fraction=1.0)
+    assert len(out["instances"]) > 0
+    # A box kept whole shows the same pixels as in its own image.
+    for box in out["instances"].gt_boxes.tensor.int().tolist():
+        x0, y0, x1, y1 = box
+        window = out["image"][:, y0:y1, x0:x1]
+        assert any(torch.equal(window, p["image"][:, 20:34, 30:40]) for p in parts)
+
+
+def test_mosaic_from_config_needs_the_pool_and_feeds_the_map(record):
+    cfg = get_config("synthetic/gln_R18.yaml", "INPUT.MOSAIC_PROB", 1.0)
+    with pytest.raises(ValueError, match="mosaic_pool"):
+        GaussianDatasetMapper(cfg, is_train=True)
+    assert GaussianDatasetMapper(cfg, is_train=False).mosaic_prob == 0
+    mapper = GaussianDatasetMapper(cfg, is_train=True, mosaic_pool=[record])
+    np.random.seed(1)
+    out = mapper(record)
+    boxes = out["instances"].gt_boxes.tensor.numpy()
+    expected = mapper.gaussian_renderer(boxes, out["image"].shape[-2:])
+    np.testing.assert_array_equal(out["gaussian_map"].numpy(), expected)
+
+
+def test_mosaic_refuses_masks(record):
+    cfg = get_config("synthetic/mask_rcnn_R18.yaml", "INPUT.MOSAIC_PROB", 0.5)
+    with pytest.raises(ValueError, match="MODEL.MASK_ON"):
+        ShelfDatasetMapper(cfg, is_train=True, mosaic_pool=[record])
+    # Its config keeps the mosaic off, as Faster R-CNN's does.
+    assert get_config("synthetic/mask_rcnn_R18.yaml").INPUT.MOSAIC_PROB == 0

@@ -48,6 +48,7 @@ from gaussian_retina import (  # noqa: E402
     GaussianMapRenderer,
     ShelfDatasetMapper,
 )
+from gaussian_retina.data import build_gaussian_renderer  # noqa: E402
 from gaussian_retina.shelves import (  # noqa: E402
     configure_shelf_datasets,
     register_retail_dataset,
@@ -82,7 +83,7 @@ def make_input(cfg, args):
     """One image as the mapper would give it, with its boxes and Gaussian target."""
     height, width = args.size
     boxes = shelf_boxes(np.random.default_rng(0), args.boxes, height, width)
-    renderer = GaussianDatasetMapper(cfg, is_train=True).gaussian_renderer
+    renderer = build_gaussian_renderer(cfg)
     return synthetic_training_input(boxes, height, width, renderer=renderer)
 
 
@@ -306,8 +307,8 @@ def benchmark_loader(args, lines):
     configure_shelf_datasets(cfg, [args.loader_dataset])
     records = DatasetCatalog.get(args.loader_dataset)[: args.loader_images]
     records = [records[i % len(records)] for i in range(args.loader_images)]
-    without = ShelfDatasetMapper(cfg, is_train=True)
-    with_maps = GaussianDatasetMapper(cfg, is_train=True)
+    without = ShelfDatasetMapper(cfg, is_train=True, mosaic_pool=records)
+    with_maps = GaussianDatasetMapper(cfg, is_train=True, mosaic_pool=records)
     with_maps.gaussian_renderer = render = Timed(with_maps.gaussian_renderer)
     mappers = {
         "without heatmaps (ShelfDatasetMapper)": without,

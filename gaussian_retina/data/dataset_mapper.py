@@ -11,6 +11,7 @@ from detectron2.structures import BoxMode
 
 from .gaussian_target import GaussianMapRenderer
 from .image_reader import BadImageError, read_shelf_image
+from .mosaic import mosaic
 from .scale_jitter import ScaleJitterCrop
 
 __all__ = ["ShelfDatasetMapper", "GaussianDatasetMapper", "build_gaussian_renderer"]
@@ -29,24 +30,52 @@ class ShelfDatasetMapper(DatasetMapper):
       MapDataset does that on None); in evaluation it is fed as a blank image of its recorded
       size, so the image ids stay aligned and its ground truth counts as missed, not as absent;
     * boxes-only annotations get their box as a polygon when masks are trained (Mask R-CNN on
-      datasets that carry no masks).
+      datasets that carry no masks);
+    * in training, with ``mosaic_prob``, an image is tiled with three others drawn from the
+      training records (:func:`mosaic`).
     """
 
     @configurable
-    def __init__(self, is_train: bool, *, skip_bad_images: bool = False, **kwargs):
+    def __init__(
+        self,
+        is_train: bool,
+        *,
+        skip_bad_images: bool = False,
+        mosaic_prob: float = 0.0,
+        mosaic_pool=None,
+        **kwargs,
+    ):
         """
         Args:
             skip_bad_images: skip unreadable images with a warning instead of raising.
+            mosaic_prob: in training, the probability that an image is tiled with three others
+                drawn from ``mosaic_pool`` (:func:`mosaic`).
+            mosaic_pool (Sequence[dict]): the training records to draw them from: the loader's
+                dataset.
             kwargs: see :class:`DatasetMapper`.
         """
         super().__init__(is_train, **kwargs)
         self.skip_bad_images = skip_bad_images
         self.num_bad_images = 0
+        if is_train and mosaic_prob > 0:
+            if not mosaic_pool:
+                raise ValueError(
+                    "A mosaic_prob above 0 (INPUT.MOSAIC_PROB) needs a mosaic_pool of training "
+                    "records to draw the other images from"
+                )
+            if self.use_instance_mask or self.use_keypoint:
+                raise ValueError(
+                    "INPUT.MOSAIC_PROB above 0 tiles boxes only; this model also trains masks or "
+                    "keypoints (MODEL.MASK_ON / MODEL.KEYPOINT_ON): set INPUT.MOSAIC_PROB 0"
+                )
+        self.mosaic_prob = mosaic_prob if is_train else 0.0
+        self.mosaic_pool = mosaic_pool
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
         ret = super().from_config(cfg, is_train)
         ret["skip_bad_images"] = cfg.DATASETS.BAD_INPUT_POLICY == "skip"
+        ret["mosaic_prob"] = cfg.INPUT.MOSAIC_PROB
         if is_train and cfg.INPUT.SCALE_JITTER:
             ret["augmentations"] = [
                 _scale_jitter(cfg) if isinstance(aug, T.ResizeShortestEdge) else aug
@@ -81,6 +110,17 @@ class ShelfDatasetMapper(DatasetMapper):
         Returns:
             dict: as DatasetMapper's, or None for a skipped training image.
         """
+        mapped = self._map_one(dataset_dict)
+        if mapped is None or self.mosaic_prob == 0 or np.random.rand() >= self.mosaic_prob:
+            return mapped
+        parts = [mapped]
+        while len(parts) < 4:
+            other = self._map_one(self.mosaic_pool[np.random.randint(len(self.mosaic_pool))])
+            if other is not None:
+                parts.append(other)
+        return mosaic(parts)
+
+    def _map_one(self, dataset_dict):
         # Written again rather than inherited only because DatasetMapper reads the image with
         # detection_utils.read_image inside __call__; semantic segmentation and precomputed
         # proposals are not supported here.

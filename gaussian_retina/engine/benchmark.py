@@ -20,7 +20,7 @@ from detectron2.modeling.backbone.resnet import BasicBlock, BottleneckBlock
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from ..data import GaussianDatasetMapper
+from ..data import build_gaussian_renderer
 from ..modeling import GaussianRetinaNet
 from .project_config import get_project_cfg
 
@@ -148,7 +148,7 @@ def make_training_batch(cfg, num_images: int, num_boxes: int, size, seed: int = 
     height, width = size
     renderer = None
     if issubclass(META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE), GaussianRetinaNet):
-        renderer = GaussianDatasetMapper(cfg, is_train=True).gaussian_renderer  # as the Trainer
+        renderer = build_gaussian_renderer(cfg)  # as the Trainer's mapper
     batch = []
     for i in range(num_images):
         rng = np.random.default_rng(seed + i)

@@ -7,7 +7,12 @@ import contextlib
 import logging
 import os
 
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import (
+    DatasetFromList,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.engine import defaults as d2_defaults
 from detectron2.modeling import META_ARCH_REGISTRY
@@ -104,11 +109,18 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         configure_shelf_datasets(cfg, cfg.DATASETS.TRAIN)
+        mapper_cls = ShelfDatasetMapper
         if issubclass(META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE), GaussianRetinaNet):
-            mapper = GaussianDatasetMapper(cfg, is_train=True)
-        else:
-            mapper = ShelfDatasetMapper(cfg, is_train=True)
-        return build_detection_train_loader(cfg, mapper=mapper)
+            mapper_cls = GaussianDatasetMapper
+        if cfg.INPUT.MOSAIC_PROB == 0:
+            return build_detection_train_loader(cfg, mapper=mapper_cls(cfg, is_train=True))
+        # The mosaic draws its other three images from the same records the loader samples.
+        dicts = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+        )
+        dataset = DatasetFromList(dicts, copy=False)
+        mapper = mapper_cls(cfg, is_train=True, mosaic_pool=dataset)
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
