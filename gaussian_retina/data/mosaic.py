@@ -1,7 +1,6 @@
 import numpy as np
 import torch
-from detectron2.data import transforms as T
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Instances
 
 __all__ = ["mosaic"]
 
@@ -44,14 +43,12 @@ def mosaic(parts, min_visible_fraction: float = 0.5, pad_value: int = 128):
         canvas[:, y0 : y0 + crop_h, x0 : x0 + crop_w] = image[:, oy : oy + crop_h, ox : ox + crop_w]
 
         instances = part["instances"]
-        boxes = instances.gt_boxes.tensor.numpy()
         # Into canvas coordinates, then cut to the pasted window.
-        moved = T.CropTransform(ox - x0, oy - y0, width, height).apply_box(boxes)
-        cut = Boxes(torch.as_tensor(moved, dtype=torch.float32))
-        cut.tensor[:, 0::2] = cut.tensor[:, 0::2].clamp(x0, x0 + crop_w)
-        cut.tensor[:, 1::2] = cut.tensor[:, 1::2].clamp(y0, y0 + crop_h)
-        whole = Boxes(torch.as_tensor(boxes, dtype=torch.float32)).area()
-        keep = (cut.area() > 0) & (cut.area() >= min_visible_fraction * whole)
+        cut = instances.gt_boxes.clone()
+        cut.tensor[:, 0::2] = (cut.tensor[:, 0::2] + (x0 - ox)).clamp(x0, x0 + crop_w)
+        cut.tensor[:, 1::2] = (cut.tensor[:, 1::2] + (y0 - oy)).clamp(y0, y0 + crop_h)
+        area = cut.area()
+        keep = (area > 0) & (area >= min_visible_fraction * instances.gt_boxes.area())
         kept.append(
             Instances((height, width), gt_boxes=cut[keep], gt_classes=instances.gt_classes[keep])
         )
