@@ -1,8 +1,11 @@
+import copy
+
 import cv2
 import numpy as np
 import pytest
 import torch
 from detectron2.config import get_cfg
+from detectron2.data import DatasetMapper
 from detectron2.data import transforms as T
 from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.structures import Boxes, BoxMode, Instances
@@ -298,3 +301,51 @@ def test_mosaic_refuses_masks(record):
         ShelfDatasetMapper(cfg, is_train=True, mosaic_pool=[record])
     # Its config keeps the mosaic off, as Faster R-CNN's does.
     assert get_config("synthetic/mask_rcnn_R18.yaml").INPUT.MOSAIC_PROB == 0
+
+
+_XYWH = [[20, 10, 40, 80], [60, 10, 50, 60], [150, 40, 46, 78], [190, 100, 9, 19]]
+
+
+@pytest.mark.parametrize(
+    "boxes, modes",
+    [
+        (_XYWH, BoxMode.XYWH_ABS),  # the synthetic scenes' form: Python ints
+        ([[v + 0.3 for v in b] for b in _XYWH], BoxMode.XYWH_ABS),
+        (BOXES + [[190.0, 100.0, 199.0, 119.0]], BoxMode.XYXY_ABS),
+        ([tuple(int(v) for v in b) for b in BOXES], BoxMode.XYXY_ABS),
+        ([[20, 10.5, 40, 80]] + _XYWH[1:], BoxMode.XYWH_ABS),  # ints and floats mixed
+        (_XYWH, [BoxMode.XYWH_ABS, BoxMode.XYXY_ABS] * 2),
+        ([np.array(b, np.float32) + 0.3 for b in BOXES], BoxMode.XYXY_ABS),  # float32 arrays
+        ([], BoxMode.XYWH_ABS),
+    ],
+)
+def test_boxes_as_detectron2_maps_them_one_by_one(record, boxes, modes):
+    # The mapper sends an image's boxes through the transforms as one array; Detectron2's
+    # DatasetMapper, one by one, in each box's own dtype (integer boxes stay integers).
+    modes = modes if isinstance(modes, list) else [modes] * len(boxes)
+    record["annotations"] = [
+        {"bbox": b, "bbox_mode": m, "category_id": i % 2, "iscrowd": int(i == 1)}
+        for i, (b, m) in enumerate(zip(boxes, modes))
+    ]
+    before = copy.deepcopy(record)
+    augs = [
+        T.ResizeShortestEdge(77, 1000),
+        T.RandomFlip(prob=1.0, horizontal=True),
+        T.RandomCrop("absolute", (60, 90)),
+    ]
+    ours = ShelfDatasetMapper(True, augmentations=augs, image_format="BGR")
+    theirs = DatasetMapper(True, augmentations=augs, image_format="BGR")
+    for seed in range(5):
+        np.random.seed(seed)
+        a = ours(record)["instances"]
+        np.random.seed(seed)
+        b = theirs(copy.deepcopy(record))["instances"]
+        assert a.image_size == b.image_size
+        assert torch.equal(a.gt_boxes.tensor, b.gt_boxes.tensor)
+        assert torch.equal(a.gt_classes, b.gt_classes)
+    # Read, never changed: the mapper copies the record shallowly.
+    assert record["annotations"] is not before["annotations"]
+    assert all(
+        np.array_equal(x["bbox"], y["bbox"]) and x.keys() == y.keys()
+        for x, y in zip(record["annotations"], before["annotations"])
+    )

@@ -7,7 +7,7 @@ from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
-from detectron2.structures import BoxMode
+from detectron2.structures import Boxes, BoxMode, Instances
 
 from .gaussian_target import GaussianMapRenderer
 from .image_reader import BadImageError, read_shelf_image
@@ -124,7 +124,10 @@ class ShelfDatasetMapper(DatasetMapper):
         # Written again rather than inherited only because DatasetMapper reads the image with
         # detection_utils.read_image inside __call__; semantic segmentation and precomputed
         # proposals are not supported here.
-        dataset_dict = copy.deepcopy(dataset_dict)
+        # Boxes only: the annotations are read, never changed (_transform_annotations), so a
+        # shallow copy serves; a deep one cost as much as reading the image.
+        boxes_only = not (self.use_instance_mask or self.use_keypoint)
+        dataset_dict = copy.copy(dataset_dict) if boxes_only else copy.deepcopy(dataset_dict)
         image = self._read_image(dataset_dict)
         if image is None:
             return None
@@ -144,6 +147,50 @@ class ShelfDatasetMapper(DatasetMapper):
                     anno.setdefault("segmentation", [_box_polygon(anno)])
             self._transform_annotations(dataset_dict, transforms, image.shape[:2])
         return dataset_dict
+
+    def _transform_annotations(self, dataset_dict, transforms, image_shape):
+        if self.use_instance_mask or self.use_keypoint:
+            return super()._transform_annotations(dataset_dict, transforms, image_shape)
+        # Boxes only: all of an image's boxes through the transforms as one array. Detectron2
+        # sends them one by one (transform_instance_annotations), which took most of the mapping
+        # time at 70 products an image; the arithmetic per box is the same, so are the boxes.
+        annos = [a for a in dataset_dict.pop("annotations") if a.get("iscrowd", 0) == 0]
+        boxes = _transformed_boxes(annos, transforms).clip(min=0)
+        boxes = np.minimum(boxes, list(image_shape + image_shape)[::-1])
+        instances = Instances(image_shape)
+        instances.gt_boxes = Boxes(boxes)
+        instances.gt_classes = torch.tensor(
+            [int(a["category_id"]) for a in annos], dtype=torch.int64
+        )
+        dataset_dict["instances"] = utils.filter_empty_instances(instances)
+
+
+def _transformed_boxes(annos, transforms) -> np.ndarray:
+    """
+    (N, 4) XYXY_ABS boxes of the annotations through the transforms, before clipping, as
+    Detectron2's transform_instance_annotations gives them box by box: each box keeps the dtype
+    it has alone, so boxes of Python ints stay integers through every transform, as they do there.
+    """
+    modes = {a["bbox_mode"] for a in annos}
+    mode = modes.pop() if len(modes) == 1 else None
+    kinds = {type(v) for a in annos for v in a["bbox"]}
+    lists = all(isinstance(a["bbox"], (list, tuple)) and len(a["bbox"]) == 4 for a in annos)
+    if lists and kinds in ({int}, {float}) and mode in (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS):
+        dtype = np.int64 if kinds == {int} else np.float64
+        boxes = np.array([a["bbox"] for a in annos], dtype)
+        if mode == BoxMode.XYWH_ABS:
+            # BoxMode.convert adds in the dtype torch.tensor gives one list: int64 or float32.
+            boxes = boxes.astype(np.int64 if kinds == {int} else np.float32)
+            boxes[:, 2:] += boxes[:, :2]
+        return transforms.apply_box(boxes.astype(dtype))
+    # Anything else (array boxes, mixed modes or number types): box by box.
+    boxes = [
+        transforms.apply_box(
+            np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)])
+        )[0]
+        for a in annos
+    ]
+    return np.array(boxes).reshape(-1, 4)
 
 
 def _scale_jitter(cfg) -> ScaleJitterCrop:
