@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 class ShelfDatasetMapper(DatasetMapper):
     """
-    Detectron2's DatasetMapper for shelf datasets. It differs in two ways:
+    Detectron2's DatasetMapper for shelf datasets. It differs in these ways:
 
     * images are read with :func:`read_shelf_image`, which honours the record's EXIF choice (the
       retail releases annotate raw pixels) and turns unreadable files into a
@@ -32,7 +32,9 @@ class ShelfDatasetMapper(DatasetMapper):
     * boxes-only annotations get their box as a polygon when masks are trained (Mask R-CNN on
       datasets that carry no masks);
     * in training, with ``mosaic_prob``, an image is tiled with three others drawn from the
-      training records (:func:`mosaic`).
+      training records (:func:`mosaic`);
+    * without masks or keypoints, an image's boxes go through the transforms as one array, with
+      the same result as Detectron2's box-by-box path at a fraction of its cost on dense shelves.
     """
 
     @configurable
