@@ -188,8 +188,7 @@ def test_quick_start_recipe_trains_on_both_sets_with_a_mild_jitter(model, record
     assert cfg.DATASETS.TEST == ("synthetic_shelves_val",)
     assert cfg.INPUT.COLOR_JITTER == 0.2 and tuple(cfg.INPUT.SCALE_JITTER) == (0.85, 1.25)
     assert cfg.SOLVER.MAX_ITER == 1100 and tuple(cfg.SOLVER.STEPS) == (880,)
-    # The mosaic was measured on the RetinaNet family only; Faster R-CNN keeps its figures' input.
-    assert cfg.INPUT.MOSAIC_PROB == (0.0 if model == "faster_rcnn" else 0.5)
+    assert cfg.INPUT.MOSAIC_PROB == 0.5
     train_mapper = GaussianDatasetMapper(cfg, True, mosaic_pool=[record])
     names = [type(a).__name__ for a in train_mapper.augmentations.augs]
     assert names[:2] == ["ScaleJitterCrop", "RandomFlip"] and "RandomBrightness" in names
@@ -299,7 +298,7 @@ def test_mosaic_refuses_masks(record):
     cfg = get_config("synthetic/mask_rcnn_R18.yaml", "INPUT.MOSAIC_PROB", 0.5)
     with pytest.raises(ValueError, match="MODEL.MASK_ON"):
         ShelfDatasetMapper(cfg, is_train=True, mosaic_pool=[record])
-    # Its config keeps the mosaic off, as Faster R-CNN's does.
+    # Its config keeps the mosaic off, though Faster R-CNN's, which it inherits, has it on.
     assert get_config("synthetic/mask_rcnn_R18.yaml").INPUT.MOSAIC_PROB == 0
 
 
