@@ -1,4 +1,5 @@
 import copy
+import sys
 
 import cv2
 import numpy as np
@@ -94,6 +95,30 @@ def test_box_masks_for_mask_rcnn(record):
     out = _mapper([], cls=ShelfDatasetMapper, use_instance_mask=True)(record)
     masks = out["instances"].gt_masks
     np.testing.assert_allclose(masks.get_bounding_boxes().tensor.numpy(), BOXES)
+
+
+def test_box_masks_follow_crops_without_shapely(record):
+    # The synthetic Mask R-CNN config's scale jitter crops; a box-shaped mask is drawn from the
+    # cropped box, so Detectron2's polygon cropping (which imports shapely) is never reached.
+    cfg = get_config("synthetic/mask_rcnn_R18.yaml")
+    mapper = ShelfDatasetMapper(cfg, is_train=True)
+    assert "ScaleJitterCrop" in [type(a).__name__ for a in mapper.augmentations.augs]
+    for seed in range(8):
+        np.random.seed(seed)
+        instances = mapper(record)["instances"]
+        assert len(instances) > 0
+        np.testing.assert_allclose(
+            instances.gt_masks.get_bounding_boxes().tensor, instances.gt_boxes.tensor
+        )
+    assert "shapely" not in sys.modules
+    # Masks of the dataset's own still go through Detectron2's path.
+    own = copy.deepcopy(record)
+    own["annotations"][0]["segmentation"] = [[20.0, 10.0, 60.0, 10.0, 40.0, 90.0]]
+    out = _mapper([], cls=ShelfDatasetMapper, use_instance_mask=True)(own)
+    np.testing.assert_allclose(out["instances"].gt_masks.polygons[0][0], [20, 10, 60, 10, 40, 90])
+    np.testing.assert_allclose(
+        out["instances"].gt_masks.polygons[1][0], [60, 10, 110, 10, 110, 70, 60, 70]
+    )
 
 
 def test_bad_image_names_the_file_or_is_skipped(record, tmp_path):
