@@ -65,9 +65,17 @@ def add_gaussian_retina_config(cfg):
     # ---------------------------------------------------------------------------------------- #
     # Shelf datasets
     # ---------------------------------------------------------------------------------------- #
+    # Shelf datasets registered from the config, so that a user's labelled photos need no
+    # Python: a tuple of (name, image folder, annotations) or (name, image folder, annotations,
+    # format) tuples, any format register_retail_dataset reads ("auto" detects it). The names
+    # can then be used in TRAIN, TEST and as the predict command's calibration set.
+    _C.DATASETS.REGISTER = ()
     # A malformed annotation row or a broken image: "error" raises, naming file, line and
-    # problem; "skip" drops it, counted by reason in one summary line per dataset.
-    _C.DATASETS.BAD_INPUT_POLICY = "error"
+    # problem; "skip" drops it, counted by reason in one summary line per dataset. "" keeps
+    # each dataset's own policy (register_retail_dataset's bad_input_policy, "error" unless
+    # given), so that a choice made at registration holds; a value given here is the run's
+    # choice and applies to every shelf dataset the config names.
+    _C.DATASETS.BAD_INPUT_POLICY = ""
     # Where COCO jsons converted for COCOEvaluator are cached; "" = a coco_cache/ folder next
     # to the annotations (~/.cache/gaussian_retina/coco_json where that is read-only).
     _C.DATASETS.COCO_JSON_CACHE_DIR = ""

@@ -318,7 +318,7 @@ def test_policy_and_config_keys():
     register_retail_dataset("test_default_policy", "images", "ann.csv")
     assert retail_dataset_spec("test_default_policy").bad_input_policy == "error"
     cfg = get_config(None)
-    assert cfg.DATASETS.BAD_INPUT_POLICY == "error"
+    assert cfg.DATASETS.BAD_INPUT_POLICY == ""  # each dataset keeps its own
     assert cfg.DATASETS.COCO_JSON_CACHE_DIR == ""
 
 
@@ -353,7 +353,9 @@ def test_validate_dataset_reports_every_defect(tmp_path, images, capsys):
     data = (images / "big.jpg").read_bytes()
     (images / "big.jpg").write_bytes(data[: len(data) // 2])  # the header survives
     _write(ann, "\n".join(SKU_ROWS + ["big.jpg,1,2,30,40,object,640,480"]) + "\n")
-    assert validate_retail_dataset(spec, decode=True) == 1
+    # A cut-short file is found from its missing end marker while the dataset loads, so
+    # without decoding every image.
+    assert validate_retail_dataset(spec) == 1
     out = capsys.readouterr().out
     assert "big.jpg: truncated JPEG" in out
-    assert "1  images failing to decode: truncated JPEG" in out
+    assert "1  images dropped: unreadable image" in out

@@ -50,7 +50,8 @@ class ShelfDatasetMapper(DatasetMapper):
     ):
         """
         Args:
-            skip_bad_images: skip unreadable images with a warning instead of raising.
+            skip_bad_images: skip unreadable images with a warning instead of raising, for
+                every record; without it, only records whose "bad_input_policy" is "skip".
             mosaic_prob: in training, the probability that an image is tiled with three others
                 drawn from ``mosaic_pool`` (:func:`mosaic`).
             mosaic_pool (Sequence[dict]): the training records to draw them from: the loader's
@@ -59,7 +60,7 @@ class ShelfDatasetMapper(DatasetMapper):
         """
         super().__init__(is_train, **kwargs)
         self.skip_bad_images = skip_bad_images
-        self.num_bad_images = 0
+        self.bad_images = set()  # file names skipped so far
         if is_train and mosaic_prob > 0:
             if not mosaic_pool:
                 raise ValueError(
@@ -74,9 +75,15 @@ class ShelfDatasetMapper(DatasetMapper):
         self.mosaic_prob = mosaic_prob if is_train else 0.0
         self.mosaic_pool = mosaic_pool
 
+    @property
+    def num_bad_images(self) -> int:
+        """Distinct images skipped so far (by this process)."""
+        return len(self.bad_images)
+
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
         ret = super().from_config(cfg, is_train)
+        # "" leaves it to each dataset's records ("bad_input_policy", set at registration).
         ret["skip_bad_images"] = cfg.DATASETS.BAD_INPUT_POLICY == "skip"
         ret["mosaic_prob"] = cfg.INPUT.MOSAIC_PROB
         if is_train and cfg.INPUT.SCALE_JITTER:
@@ -97,10 +104,12 @@ class ShelfDatasetMapper(DatasetMapper):
         try:
             return read_shelf_image(dataset_dict, self.image_format)
         except BadImageError as e:
-            if not self.skip_bad_images:
+            if not (self.skip_bad_images or dataset_dict.get("bad_input_policy") == "skip"):
                 raise
-            self.num_bad_images += 1
-            logger.warning(f"Skipping bad image ({self.num_bad_images} so far here): {e}")
+            # Training draws the same record again every epoch: warn and count it once.
+            if dataset_dict["file_name"] not in self.bad_images:
+                self.bad_images.add(dataset_dict["file_name"])
+                logger.warning(f"Skipping bad image ({self.num_bad_images} so far here): {e}")
             if self.is_train:
                 return None
             shape = (dataset_dict["height"], dataset_dict["width"], 3)

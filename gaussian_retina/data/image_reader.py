@@ -45,19 +45,38 @@ def exif_orientation(image: Image.Image) -> int:
         return 1
 
 
-def read_image_size(file_name: str, apply_exif: bool = False) -> Tuple[int, int]:
+def read_image_size(
+    file_name: str, apply_exif: bool = False, check_complete: bool = False
+) -> Tuple[int, int]:
     """
     (height, width) of an image from its header, without decoding the pixels.
 
     Args:
         apply_exif: give the size after the EXIF orientation is applied (swapped for the
             transposing orientations 5-8) instead of the stored size.
+        check_complete: also look at the file's last bytes; a JPEG or PNG whose end marker is
+            missing is decoded in full, and raises if it is cut short. Costs one seek for a
+            whole file, so a dataset's truncated photos are found once, when it is loaded,
+            instead of in the data loader at every epoch.
     """
     try:
         with PathManager.open(file_name, "rb") as f, Image.open(f) as im:
             w, h = im.size
             if apply_exif and exif_orientation(im) in _TRANSPOSING:
                 w, h = h, w
+            if check_complete:
+                f.seek(0)
+                head = f.read(len(_PNG_SIGNATURE))
+                f.seek(0, io.SEEK_END)
+                f.seek(max(0, f.tell() - 64))
+                truncated = _truncation_problem(head + f.read())
+                if truncated:
+                    try:
+                        im.load()  # trailing junk after a complete image decodes fine
+                    except (OSError, SyntaxError, ValueError) as e:
+                        raise BadImageError(f"{file_name}: {truncated} ({e})") from None
+    except BadImageError:
+        raise
     except FileNotFoundError:
         raise BadImageError(f"{file_name}: image file is missing") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:

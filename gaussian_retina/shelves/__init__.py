@@ -23,6 +23,7 @@ from .register import (
     detect_format,
     ensure_coco_json,
     load_retail_table,
+    register_cfg_datasets,
     register_retail_dataset,
     retail_dataset_spec,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "register_all_product_benchmark",
     "register_all_retail",
     "register_all_sku110k",
+    "register_cfg_datasets",
     "register_retail_dataset",
     "register_synthetic_shelves",
     "retail_dataset_spec",

@@ -154,8 +154,9 @@ def clean_table(
 
     1. "x2 <= x1 or y2 <= y1": a box with no extent as written.
     2. "image named but missing": not found under ``image_root``.
-    3. "unreadable image": the header cannot be read (only where sizes are needed: the
-       source records none, or ``check_image_sizes``).
+    3. "unreadable image": the header cannot be read, or the file is cut short (a JPEG or
+       PNG without its end marker that fails to decode); only where sizes are needed: the
+       source records none, or ``check_image_sizes``.
     4. "recorded size disagrees with the file": with ``check_image_sizes``.
     5. "box outside the image": no overlap with the image at all.
     Then boxes partly outside are clipped (counted) and boxes thinner than ``min_box_size``
@@ -193,7 +194,7 @@ def clean_table(
     for i in np.flatnonzero(need_size).tolist():
         path = os.path.join(image_root, table.image_names[i])
         try:
-            hw = read_image_size(path, apply_exif=apply_exif)
+            hw = read_image_size(path, apply_exif=apply_exif, check_complete=True)
         except BadImageError as e:
             unreadable[i] = True
             messages[i] = str(e)

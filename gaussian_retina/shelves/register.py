@@ -35,6 +35,7 @@ __all__ = [
     "ensure_coco_json",
     "load_retail_dataset",
     "load_retail_table",
+    "register_cfg_datasets",
     "register_retail_dataset",
     "retail_dataset_spec",
 ]
@@ -136,7 +137,13 @@ def load_retail_dataset(name: str) -> List[dict]:
     """The Detectron2 dicts of a dataset registered with :func:`register_retail_dataset`."""
     spec = retail_dataset_spec(name)
     table, _, apply_exif = load_retail_table(spec)
-    return table_to_dicts(table, spec.image_root, apply_exif=apply_exif)
+    dicts = table_to_dicts(table, spec.image_root, apply_exif=apply_exif)
+    if spec.bad_input_policy == "skip":
+        # The policy travels with the records, so that the data loader skips an image that
+        # fails to decode only for the datasets whose owner chose skipping.
+        for d in dicts:
+            d["bad_input_policy"] = "skip"
+    return dicts
 
 
 # ------------------------------------------------------------------ COCO json cache
@@ -307,30 +314,80 @@ def retail_dataset_spec(name: str) -> Optional[RetailDatasetSpec]:
     return MetadataCatalog.get(name).get("retail_spec")
 
 
+def register_cfg_datasets(cfg) -> List[str]:
+    """
+    Register the shelf datasets that ``cfg.DATASETS.REGISTER`` lists, each a (name, image
+    folder, annotations[, format]) tuple, with the config's bad-input policy ("error" when
+    the key is "") and COCO json cache. A dataset registered already with the same options is
+    left as it is, so its cached records and COCO json stay valid.
+
+    Returns:
+        the names registered or confirmed.
+    """
+    names = []
+    for entry in cfg.DATASETS.REGISTER:
+        if (
+            not isinstance(entry, (list, tuple))
+            or len(entry) not in (3, 4)
+            or not all(isinstance(v, str) and v for v in entry)
+        ):
+            raise ValueError(
+                "DATASETS.REGISTER takes (name, image folder, annotations) or (name, image "
+                f"folder, annotations, format) tuples of non-empty strings; got {entry!r}"
+            )
+        name, image_root, annotations = entry[:3]
+        fmt = entry[3] if len(entry) == 4 else "auto"
+        spec = RetailDatasetSpec(
+            name,
+            image_root,
+            annotations,
+            fmt,
+            coco_cache_dir=cfg.DATASETS.COCO_JSON_CACHE_DIR or None,
+            bad_input_policy=check_bad_input_policy(cfg.DATASETS.BAD_INPUT_POLICY or "error"),
+        )
+        if retail_dataset_spec(name) != spec:
+            if name in DatasetCatalog and retail_dataset_spec(name) is None:
+                raise ValueError(
+                    f"DATASETS.REGISTER names {name!r}, which is already registered as another "
+                    "kind of dataset (a predefined split?); choose another name"
+                )
+            _register_spec(spec)
+        names.append(name)
+    return names
+
+
 def configure_shelf_datasets(cfg, names=None) -> None:
     """
-    Give the retail datasets that ``cfg`` names (DATASETS.TRAIN and TEST, or ``names``) the
-    options of ``cfg.DATASETS``: BAD_INPUT_POLICY and COCO_JSON_CACHE_DIR. They are
+    Register the datasets of ``cfg.DATASETS.REGISTER`` (:func:`register_cfg_datasets`), then
+    give the retail datasets that ``cfg`` names (DATASETS.TRAIN and TEST, or ``names``) the
+    options of ``cfg.DATASETS`` that the config sets: BAD_INPUT_POLICY when not "" (the run's
+    choice; "" keeps each dataset's own) and COCO_JSON_CACHE_DIR when not "". They are
     registered again where their options differ; other datasets are left alone.
     """
+    register_cfg_datasets(cfg)
     names = names if names is not None else (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST)
-    options = dict(bad_input_policy=check_bad_input_policy(cfg.DATASETS.BAD_INPUT_POLICY))
+    options = {}
+    if cfg.DATASETS.BAD_INPUT_POLICY:
+        options["bad_input_policy"] = check_bad_input_policy(cfg.DATASETS.BAD_INPUT_POLICY)
     if cfg.DATASETS.COCO_JSON_CACHE_DIR:
         options["coco_cache_dir"] = cfg.DATASETS.COCO_JSON_CACHE_DIR
     for name in names:
         spec = retail_dataset_spec(name)
         if spec is None or replace(spec, **options) == spec:
             continue
-        new = replace(spec, **options)
         # Registering again keeps the rest of the dataset's metadata.
-        register_retail_dataset(
-            name,
-            new.image_root,
-            new.annotations,
-            new.fmt,
-            apply_exif=new.apply_exif,
-            check_image_sizes=new.check_image_sizes,
-            min_box_size=new.min_box_size,
-            coco_cache_dir=new.coco_cache_dir,
-            bad_input_policy=new.bad_input_policy,
-        )
+        _register_spec(replace(spec, **options))
+
+
+def _register_spec(spec: RetailDatasetSpec) -> None:
+    register_retail_dataset(
+        spec.name,
+        spec.image_root,
+        spec.annotations,
+        spec.fmt,
+        apply_exif=spec.apply_exif,
+        check_image_sizes=spec.check_image_sizes,
+        min_box_size=spec.min_box_size,
+        coco_cache_dir=spec.coco_cache_dir,
+        bad_input_policy=spec.bad_input_policy,
+    )
