@@ -248,6 +248,12 @@ def train_yolo(args, data_yaml, run_dir):
         marks["loop_end"] = time.time()
         marks["train_time_start"] = trainer.train_time_start
 
+    if args.threads:
+        # Ultralytics sets torch's CPU threads to cpu_count - 1 when it picks the device (1 on
+        # two cores); --threads gives it what our training uses.
+        import ultralytics.utils.torch_utils as torch_utils
+
+        torch_utils.NUM_THREADS = args.threads
     model = YOLO("yolov8n.yaml")  # architecture only: no weights exist or are fetched
     model.add_callback("on_train_batch_start", on_batch_start)
     model.add_callback("on_train_epoch_end", on_epoch_end)
@@ -286,6 +292,7 @@ def train_yolo(args, data_yaml, run_dir):
         "imgsz": args.imgsz,
         "batch": args.batch,
         "seed": args.seed,
+        "threads": args.threads or "ultralytics default",
         "weights": str(trainer.last),
         "ultralytics": __import__("ultralytics").__version__,
     }
@@ -421,6 +428,11 @@ def main():
     parser.add_argument("--imgsz", type=int, default=256, help="YOLO train and test size")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1, help="(Ultralytics uses 0 on CPU)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads for training (default: Ultralytics's own, cpu_count - 1)",
+    )
     parser.add_argument("--conf", type=float, default=0.001, help="test score threshold")
     parser.add_argument("--iou", type=float, default=0.7, help="test NMS IoU")
     parser.add_argument(

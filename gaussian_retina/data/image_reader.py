@@ -112,7 +112,10 @@ def _decode_with_pil(
         raise BadImageError(f"{file_name}: {problem} ({e})") from None
 
 
-def read_shelf_image(dataset_dict: dict, image_format) -> np.ndarray:
+_REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def read_shelf_image(dataset_dict: dict, image_format, reduction: int = 1) -> np.ndarray:
     """
     Read ``dataset_dict["file_name"]`` like ``detectron2.data.detection_utils.read_image``,
     honouring ``dataset_dict.get("apply_exif", True)`` and checking the recorded size.
@@ -121,6 +124,10 @@ def read_shelf_image(dataset_dict: dict, image_format) -> np.ndarray:
         dataset_dict: a Detectron2 dataset record; "height"/"width", when present, must match
             the decoded image.
         image_format: "BGR", "RGB", or any mode ``read_image`` accepts ("L", "YUV-BT.601", ...).
+
+        reduction: 2, 4 or 8 decodes a JPEG in "BGR" or "RGB" at that fraction of its sides
+            (libjpeg's DCT scaling: ceil(H / reduction) x ceil(W / reduction)); other files
+            and formats are decoded in full (1).
 
     Returns:
         (H, W, C) uint8 array (float for "YUV-BT.601"), as ``read_image`` returns.
@@ -144,25 +151,37 @@ def read_shelf_image(dataset_dict: dict, image_format) -> np.ndarray:
     truncated = _truncation_problem(buf)
     if image_format in ("BGR", "RGB") and not truncated:
         # OpenCV's decoder is the fast path; it applies EXIF itself unless told not to.
-        flags = cv2.IMREAD_COLOR if apply_exif else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+        if reduction not in (1, 2, 4, 8):
+            raise ValueError(f"reduction must be 1, 2, 4 or 8, got {reduction}")
+        if reduction > 1 and not buf.startswith(_JPEG_SOI):
+            reduction = 1  # OpenCV scales only JPEG while decoding
+        flags = _REDUCED_FLAGS.get(reduction, cv2.IMREAD_COLOR)
+        if not apply_exif:
+            flags |= cv2.IMREAD_IGNORE_ORIENTATION
         image = cv2.imdecode(np.frombuffer(buf, np.uint8), flags)
         if image is None:  # a format OpenCV lacks (GIF) or corrupt data: let PIL tell
             image = _decode_with_pil(buf, file_name, image_format, apply_exif)
+            reduction = 1
         elif image_format == "RGB":
             image = image[:, :, ::-1]
     else:
         # PIL raises on data cut short; if it decodes, the "truncation" was trailing junk.
         image = _decode_with_pil(buf, file_name, image_format, apply_exif, truncated)
+        reduction = 1
 
-    _check_size(dataset_dict, image, file_name, apply_exif)
+    _check_size(dataset_dict, image, file_name, apply_exif, reduction)
     return image
 
 
-def _check_size(dataset_dict: dict, image: np.ndarray, file_name: str, apply_exif: bool):
+def _check_size(
+    dataset_dict: dict, image: np.ndarray, file_name: str, apply_exif: bool, reduction: int = 1
+):
     if "height" not in dataset_dict or "width" not in dataset_dict:
         return
     h, w = image.shape[:2]
     exp_h, exp_w = int(dataset_dict["height"]), int(dataset_dict["width"])
+    if reduction > 1:
+        exp_h, exp_w = -(-exp_h // reduction), -(-exp_w // reduction)
     if (h, w) == (exp_h, exp_w):
         return
     msg = (
