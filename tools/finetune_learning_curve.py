@@ -232,6 +232,8 @@ def main():
         else:
             from yolo_finetune import finetune_yolo, yolo_scorer
 
+            if seed == args.seeds[0]:
+                before = score_and_count(*yolo_scorer(args, cfg, args.weights), train[0], test[0])
             run_dir = out / tag
             weights, minutes = finetune_yolo(args, run_dir, train[0], seed)
             wall = minutes
