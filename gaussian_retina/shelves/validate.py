@@ -25,8 +25,8 @@ def validate_retail_dataset(
     Print what is wrong with a dataset: malformed rows (wrong column count, non-numeric field,
     x2 <= x1), images named but missing, unreadable image headers, recorded sizes that disagree
     with the file, boxes outside the image; boxes clipped to the image and degenerate boxes;
-    images whose EXIF orientation tag is ignored or applied. With ``decode`` it also decodes
-    every image as the data loader would, finding truncated and corrupt files.
+    images whose EXIF orientation tag is ignored or applied; JPEG and PNG files cut short. With
+    ``decode`` it also decodes every image as the data loader would, finding corrupt files.
 
     Args:
         limit: quote the first ``limit`` problems; None quotes every one.
@@ -102,6 +102,7 @@ def validate_retail_dataset(
     for k, n in sorted(defects.items()):
         print(f"  {n:>9,}  {k}")
     if not decode:
-        print("(images not decoded; --decode finds truncated and corrupt files)")
+        print("(images not decoded: cut-short files are found by their missing end marker; "
+              "--decode also finds files corrupt inside)")
     return 1 if defects else 0
 
