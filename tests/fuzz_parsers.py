@@ -15,7 +15,9 @@ dataset the accounting must close: data rows = kept boxes + dropped rows + degen
 boxes, so that nothing is lost silently; and under policy "error" a load that returns must
 have dropped no row.
 
-    python tools/fuzz_parsers.py --files 1000 [--seed 0] [--keep DIR]
+    python tests/fuzz_parsers.py --files 1000 [--seed 0] [--keep DIR]
+
+It lives beside the tests, which run a short version of it (tests/test_datasets_fuzz.py).
 """
 
 import argparse
