@@ -12,7 +12,7 @@ FILES = ["README.md", "ARCHITECTURE.md", "train_net.py", "setup.py", "install.sh
 SUFFIXES = {".py", ".md", ".yaml", ".yml", ".sh", ".txt", ".cfg", ".toml"}
 
 PROCESS_WORDS = re.compile(
-    r"\bsessions? [0-9]|\bissues? [0-9]|\bitems? [0-9]|\bsession'?s\b"
+    r"\bsessions? [0-9]|\bissues? [0-9]|\bitems? [0-9]|\bsession's\b"
     r"|target(?:s)? (?:was |were )?met|\b(?:fast|slow|quiet|busy) hour",
     re.IGNORECASE,
 )
@@ -30,7 +30,7 @@ def test_the_pattern_finds_process_words():
     for text in ["as in session 21", "Sessions 3-5", "see issue 9", "item 4 of the list",
                  "the 2x target met", "on a fast hour", "session's loader"]:
         assert PROCESS_WORDS.search(text), text
-    for text in ["the predict session ends", "an item of the batch", "issue #", "Hourly"]:
+    for text in ["ONNX Runtime sessions = {}", "an item of the batch", "issue #", "Hourly"]:
         assert not PROCESS_WORDS.search(text), text
 
 
