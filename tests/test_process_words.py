@@ -7,9 +7,9 @@ import re
 
 from common import ROOT
 
-FOLDERS = ["configs", "datasets", "gaussian_retina", "results", "tests", "tools"]
-FILES = ["README.md", "ARCHITECTURE.md", "train_net.py", "setup.py", "install.sh"]
 SUFFIXES = {".py", ".md", ".yaml", ".yml", ".sh", ".txt", ".cfg", ".toml"}
+# Not the project's words: training runs, generated data, caches.
+SKIPPED = {"output", "__pycache__", "build", "dist"}
 
 PROCESS_WORDS = re.compile(
     r"\bsessions? [0-9]|\bissues? [0-9]|\bitems? [0-9]|\bsession's\b"
@@ -19,11 +19,15 @@ PROCESS_WORDS = re.compile(
 
 
 def _text_files():
-    files = [ROOT / f for f in FILES if (ROOT / f).is_file()]
-    for folder in FOLDERS:
-        files += [p for p in sorted((ROOT / folder).rglob("*"))
-                  if p.is_file() and p.suffix in SUFFIXES and "__pycache__" not in p.parts]
-    return [p for p in files if p != ROOT / "tests" / "test_process_words.py"]
+    """The tree's text files: README, results/, configs, code, tests, tools."""
+    files = []
+    for path in sorted(ROOT.rglob("*")):
+        parts = path.relative_to(ROOT).parts
+        if any(p.startswith(".") or p in SKIPPED or p.endswith(".egg-info") for p in parts):
+            continue
+        if path.is_file() and path.suffix in SUFFIXES and path.name != "test_process_words.py":
+            files.append(path)
+    return files
 
 
 def test_the_pattern_finds_process_words():

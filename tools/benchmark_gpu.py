@@ -9,8 +9,8 @@ memory is torch.cuda.max_memory_allocated over the timed steps. Also printed: th
 SKU-110K epoch (8,233 training images) and of the paper-scale schedule (configs/*_R50.yaml:
 batch 16 x 10k iterations). The models are untrained (no download); see --help.
 
-    # the GPU run (results/gpu_benchmark.md): one command
-    python tools/benchmark_gpu.py --output results/gpu_benchmark.md
+    # the GPU run (results/speed_and_memory.md): one command
+    python tools/benchmark_gpu.py --output gpu_benchmark.md
     # smoke check on the CPU (AMP needs CUDA, so fp32 only)
     python tools/benchmark_gpu.py --device cpu --size 256 384 --batch 1 --iters 2 --boxes 150 \\
         --precision fp32 --infer-batch 1 --infer-iters 1
@@ -26,7 +26,7 @@ import torch
 from detectron2.modeling import build_model
 from tabulate import tabulate
 
-from gaussian_retina.engine.benchmark import (
+from benchmark_harness import (
     benchmark_cfg,
     device_description,
     make_trainer,
