@@ -116,7 +116,11 @@ def time_interleaved(steps, warmup, iters):
     return {name: (statistics.median(cpu[name]), statistics.median(wall[name])) for name in steps}
 
 
-def benchmark_models(args, lines):
+def build_models(args):
+    """
+    RetinaNet, GDN and GLN, untrained, GDN and GLN with RetinaNet's weights for the parts they
+    share (so all three post-process the same detections); and GLN's training input.
+    """
     models, cfgs = {}, {}
     for name, arch in MODELS.items():
         cfgs[name] = benchmark_cfg(f"{arch}_R50.yaml", depth=args.depth, opts=args.opts)
@@ -127,8 +131,16 @@ def benchmark_models(args, lines):
         missing, unexpected = models[name].load_state_dict(shared, strict=False)
         assert not unexpected, unexpected
         assert all(k.startswith("gaussian_branch.") for k in missing), missing
-    inp = make_input(cfgs["GLN"], args)
+    return models, make_input(cfgs["GLN"], args)
 
+
+def benchmark_models(args, lines):
+    models, inp = build_models(args)
+    flops_table(models, inp, args, lines)
+    timing_table(models, inp, args, lines)
+
+
+def flops_table(models, inp, args, lines):
     rows = []
     for name, model in models.items():
         params = sum(p.numel() for p in model.parameters())
@@ -176,6 +188,8 @@ def benchmark_models(args, lines):
         ],
     )
 
+
+def timing_table(models, inp, args, lines):
     def train_step(model, optimizer):
         def step():
             optimizer.zero_grad(set_to_none=True)
