@@ -1,4 +1,4 @@
-"""A short run of tools/fuzz_parsers.py (the full run, >= 1,000 files, is in results/)."""
+"""A short run of tests/fuzz_parsers.py (the full run, >= 1,000 files, is in results/)."""
 
 import re
 import subprocess
@@ -12,7 +12,7 @@ from common import ROOT, SHARED_DATA
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real shelf data absent: {SHARED_DATA}")
 def test_corrupted_real_annotations_give_clear_errors_or_counted_skips():
     run = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "fuzz_parsers.py"), "--files", "24", "--seed", "1234"],
+        [sys.executable, str(ROOT / "tests" / "fuzz_parsers.py"), "--files", "24", "--seed", "1234"],
         capture_output=True, text=True,
     )
     out = run.stdout

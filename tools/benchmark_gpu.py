@@ -9,8 +9,8 @@ memory is torch.cuda.max_memory_allocated over the timed steps. Also printed: th
 SKU-110K epoch (8,233 training images) and of the paper-scale schedule (configs/*_R50.yaml:
 batch 16 x 10k iterations). The models are untrained (no download); see --help.
 
-    # the GPU run (results/gpu_benchmark.md): one command
-    python tools/benchmark_gpu.py --output results/gpu_benchmark.md
+    # the GPU run (results/speed_and_memory.md): one command
+    python tools/benchmark_gpu.py --output gpu_benchmark.md
     # smoke check on the CPU (AMP needs CUDA, so fp32 only)
     python tools/benchmark_gpu.py --device cpu --size 256 384 --batch 1 --iters 2 --boxes 150 \\
         --precision fp32 --infer-batch 1 --infer-iters 1
@@ -26,7 +26,7 @@ import torch
 from detectron2.modeling import build_model
 from tabulate import tabulate
 
-from gaussian_retina.engine.benchmark import (
+from benchmark_harness import (
     benchmark_cfg,
     device_description,
     make_trainer,
@@ -126,36 +126,37 @@ def _cell(r, field, fmt="{:.2f}"):
     return "-" if r[field] != r[field] else fmt.format(r[field])  # NaN: not measured here
 
 
+def _ratio(r, other, field):
+    """r[field] / other[field] as text, or "" when either case failed."""
+    ok = isinstance(r, dict) and isinstance(other, dict)
+    return f"{r[field] / other[field]:.2f}" if ok else ""
+
+
+def _training_row(key, r, results):
+    """One case's row: throughput and memory, as such and against RetinaNet and float32."""
+    name, precision, batch, boxes = key
+    base = results.get(("RetinaNet", precision, batch, boxes))
+    fp32 = results.get((name, "fp32", batch, boxes))
+    return [
+        name,
+        precision,
+        batch,
+        boxes,
+        _cell(r, "images_per_s"),
+        _ratio(r, base, "images_per_s"),
+        _ratio(r, fp32, "images_per_s"),
+        _cell(r, "peak_mb", "{:.0f}"),
+        _ratio(r, base, "peak_mb"),
+        _cell(r, "reserved_mb", "{:.0f}"),
+        f"{r['losses']['total_loss']:.3f}" if isinstance(r, dict) else "",
+    ]
+
+
 def training_tables(args, results):
     rows, cost_rows = [], []
     for (name, precision, batch, boxes), r in results.items():
-        base = results.get(("RetinaNet", precision, batch, boxes))
-        fp32 = results.get((name, "fp32", batch, boxes))
-        ok = isinstance(r, dict)
-        rows.append(
-            [
-                name,
-                precision,
-                batch,
-                boxes,
-                _cell(r, "images_per_s"),
-                (
-                    f"{r['images_per_s'] / base['images_per_s']:.2f}"
-                    if ok and isinstance(base, dict)
-                    else ""
-                ),
-                (
-                    f"{r['images_per_s'] / fp32['images_per_s']:.2f}"
-                    if ok and isinstance(fp32, dict)
-                    else ""
-                ),
-                _cell(r, "peak_mb", "{:.0f}"),
-                f"{r['peak_mb'] / base['peak_mb']:.2f}" if ok and isinstance(base, dict) else "",
-                _cell(r, "reserved_mb", "{:.0f}"),
-                f"{r['losses']['total_loss']:.3f}" if ok else "",
-            ]
-        )
-        if ok and boxes == min(args.boxes):
+        rows.append(_training_row((name, precision, batch, boxes), r, results))
+        if isinstance(r, dict) and boxes == min(args.boxes):
             epoch_h = SKU110K_TRAIN_IMAGES / r["images_per_s"] / 3600
             schedule_h = 16 * 10000 / r["images_per_s"] / 3600
             cost_rows.append([name, precision, batch, boxes, f"{epoch_h:.2f}", f"{schedule_h:.1f}"])

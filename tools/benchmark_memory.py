@@ -7,7 +7,7 @@ synthesised to SKU-110K's statistics (rows of touching products), and the peak r
 of the step alone is read from the kernel. Matching by Detectron2's full IoU matrix
 ("detectron2") and by chunks of anchors ("chunked", the add-on's default) are compared.
 
-    python tools/benchmark_memory.py --output results/memory_benchmark.md
+    python tools/benchmark_memory.py --output memory_benchmark.md
     python tools/benchmark_memory.py --skip-steps --boxes 300 1000 --matching chunked
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
-from gaussian_retina.engine.benchmark import (
+from benchmark_harness import (
     device_description,
     label_anchors_step,
     measure_peak_memory,

@@ -13,7 +13,7 @@ share, so all three post-process the same detections). Timings are medians over 
 iterations, so load from other processes hits the three models alike, and are given as CPU time
 (the cost) and wall time.
 
-    python tools/benchmark_speed.py --depth 50 --size 512 853 --output results/speed_benchmark.md
+    python tools/benchmark_speed.py --depth 50 --size 512 853 --output speed_benchmark.md
     python tools/benchmark_speed.py --depth 50 --size 800 1333 --iters 3 --skip-render --skip-loader
 """
 
@@ -53,9 +53,10 @@ from gaussian_retina.shelves import (  # noqa: E402
     configure_shelf_datasets,
     register_retail_dataset,
 )
-from gaussian_retina.engine.benchmark import (  # noqa: E402
+from benchmark_harness import (  # noqa: E402
     append_report,
     benchmark_cfg,
+    sku110k_boxes,
     synthetic_training_input,
 )
 
@@ -66,23 +67,10 @@ MODELS = {"RetinaNet": "retinanet", "GDN": "gdn", "GLN": "gln"}
 TARGETS = {"inference": 1.02, "train GLN": 1.15, "train GDN": 1.35, "render 150 boxes (ms)": 3.0}
 
 
-def build_cfg(arch, args):
-    return benchmark_cfg(f"{arch}_R50.yaml", depth=args.depth, device="cpu", opts=args.opts)
-
-
-def shelf_boxes(rng, num, height, width):
-    """(num, 4) XYXY boxes of product-like sizes, spread over the image."""
-    w = rng.uniform(0.03, 0.09, num) * width
-    h = rng.uniform(0.06, 0.18, num) * height
-    x = rng.uniform(0, width - w)
-    y = rng.uniform(0, height - h)
-    return np.stack([x, y, x + w, y + h], axis=1).astype(np.float32)
-
-
 def make_input(cfg, args):
     """One image as the mapper would give it, with its boxes and Gaussian target."""
     height, width = args.size
-    boxes = shelf_boxes(np.random.default_rng(0), args.boxes, height, width)
+    boxes = sku110k_boxes(np.random.default_rng(0), args.boxes, height, width)
     renderer = build_gaussian_renderer(cfg)
     return synthetic_training_input(boxes, height, width, renderer=renderer)
 
@@ -128,10 +116,14 @@ def time_interleaved(steps, warmup, iters):
     return {name: (statistics.median(cpu[name]), statistics.median(wall[name])) for name in steps}
 
 
-def benchmark_models(args, lines):
+def build_models(args):
+    """
+    RetinaNet, GDN and GLN, untrained, GDN and GLN with RetinaNet's weights for the parts they
+    share (so all three post-process the same detections); and GLN's training input.
+    """
     models, cfgs = {}, {}
     for name, arch in MODELS.items():
-        cfgs[name] = build_cfg(arch, args)
+        cfgs[name] = benchmark_cfg(f"{arch}_R50.yaml", depth=args.depth, opts=args.opts)
         torch.manual_seed(0)
         models[name] = build_model(cfgs[name])
     shared = models["RetinaNet"].state_dict()
@@ -139,8 +131,16 @@ def benchmark_models(args, lines):
         missing, unexpected = models[name].load_state_dict(shared, strict=False)
         assert not unexpected, unexpected
         assert all(k.startswith("gaussian_branch.") for k in missing), missing
-    inp = make_input(cfgs["GLN"], args)
+    return models, make_input(cfgs["GLN"], args)
 
+
+def benchmark_models(args, lines):
+    models, inp = build_models(args)
+    flops_table(models, inp, args, lines)
+    timing_table(models, inp, args, lines)
+
+
+def flops_table(models, inp, args, lines):
     rows = []
     for name, model in models.items():
         params = sum(p.numel() for p in model.parameters())
@@ -188,6 +188,8 @@ def benchmark_models(args, lines):
         ],
     )
 
+
+def timing_table(models, inp, args, lines):
     def train_step(model, optimizer):
         def step():
             optimizer.zero_grad(set_to_none=True)
@@ -266,7 +268,7 @@ def benchmark_render(args, lines):
     rng = np.random.default_rng(0)
     rows = []
     for num in args.render_boxes:
-        boxes = shelf_boxes(rng, num, height, width)
+        boxes = sku110k_boxes(rng, num, height, width)
         renderer(boxes, (height, width))  # warm-up
         t = []
         for _ in range(args.render_repeats):
@@ -280,7 +282,7 @@ def benchmark_render(args, lines):
             "### Gaussian-map rendering",
             "",
             f"GaussianMapRenderer (stride 2, template 120, sigma 40, sum) for an {height}x{width} "
-            f"image, one thread; boxes 3-9% of the width, 6-18% of the height; "
+            f"image, one thread; rows of touching products as on SKU-110K's photos; "
             f"{args.render_repeats} repeats. "
             f"Target: 150 boxes <= {TARGETS['render 150 boxes (ms)']} ms.",
             "",
@@ -303,7 +305,7 @@ def benchmark_loader(args, lines):
             return
         args.loader_dataset = _LOADER_DATASET
         register_retail_dataset(args.loader_dataset, image_root, annotations)
-    cfg = build_cfg("gln", args)
+    cfg = benchmark_cfg("gln_R50.yaml", depth=args.depth, opts=args.opts)
     configure_shelf_datasets(cfg, [args.loader_dataset])
     records = DatasetCatalog.get(args.loader_dataset)[: args.loader_images]
     records = [records[i % len(records)] for i in range(args.loader_images)]

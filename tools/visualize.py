@@ -32,41 +32,18 @@ from detectron2.data.transforms import ResizeShortestEdge
 from detectron2.engine import DefaultPredictor
 from detectron2.structures import BoxMode
 from detectron2.utils.logger import setup_logger
-from detectron2.utils.visualizer import Visualizer
 
 from gaussian_retina.data import build_gaussian_renderer
 from gaussian_retina.data.image_reader import read_shelf_image
 from gaussian_retina.engine import get_project_cfg
-from gaussian_retina.inference.overlay import save_png
+from gaussian_retina.inference.overlay import RED, draw_overlay, save_png
+from gaussian_retina.inference.overlay import _ShelfVisualizer as ShelfVisualizer
 from gaussian_retina.shelves import configure_shelf_datasets
 from gaussian_retina.shelves.retail_csv import read_box_csv
 
 logger = logging.getLogger("gaussian_retina.visualize")
 
-RED = (1.0, 0.0, 0.0)  # predictions, as in the paper's Fig. 1
-BLUE = (0.0, 0.35, 1.0)  # ground truth
-
-
-class ShelfVisualizer(Visualizer):
-    """
-    Detectron2's Visualizer with thin, opaque box outlines and no labels: a shelf holds
-    hundreds of touching boxes, which the default (outline width from the image size, half
-    transparent) turns into a smear.
-    """
-
-    def __init__(self, img_rgb, *, line_width=1.5, box_alpha=0.9):
-        """
-        Args:
-            img_rgb: (H, W, 3) uint8 RGB, drawn at its own size.
-            line_width: box outline width in output pixels.
-        """
-        super().__init__(img_rgb, metadata=None, scale=1.0)
-        # draw_box draws _default_font_size / 4 points; no text is drawn here.
-        self._default_font_size = 4 * line_width * 72 / self.output.dpi
-        self.box_alpha = box_alpha
-
-    def draw_box(self, box_coord, alpha=0.5, edge_color="g", line_style="-"):
-        return super().draw_box(box_coord, self.box_alpha, edge_color, line_style)
+BLUE = (0.0, 0.35, 1.0)  # ground truth; predictions in overlay's RED, as in the paper's Fig. 1
 
 
 def draw_boxes(image_rgb, gt_boxes=None, pred_boxes=None, line_width=1.5):
@@ -75,7 +52,8 @@ def draw_boxes(image_rgb, gt_boxes=None, pred_boxes=None, line_width=1.5):
         image_rgb: (H, W, 3) uint8.
         gt_boxes, pred_boxes: (N, 4) XYXY in the image's pixels, or None.
     Returns:
-        (H, W, 3) uint8 RGB with ground truth in blue under predictions in red.
+        (H, W, 3) uint8 RGB with ground truth in blue under predictions in red, drawn with the
+        predict command's thin opaque outlines.
     """
     vis = ShelfVisualizer(image_rgb, line_width=line_width)
     for boxes, color in ((gt_boxes, BLUE), (pred_boxes, RED)):
@@ -84,22 +62,17 @@ def draw_boxes(image_rgb, gt_boxes=None, pred_boxes=None, line_width=1.5):
     return vis.output.get_image()
 
 
-def overlay_map(image_rgb, heatmap, vmax=1.0, alpha=0.7):
+def overlay_map(image_rgb, heatmap):
     """
     Args:
         image_rgb: (H, W, 3) uint8.
-        heatmap: (h, w) float map covering the whole image (any stride); values are shown on a
-            0..vmax colour scale (1 = an object's centre in the target maps).
+        heatmap: (h, w) float map covering the whole image (any stride; 1 = an object's centre).
     Returns:
-        (H, W, 3) uint8: the image, dimmed, under the map's colours where the map is high.
+        (H, W, 3) uint8: the map panel of the predict command's overlay, at the image's size.
     """
     h, w = image_rgb.shape[:2]
-    m = cv2.resize(np.asarray(heatmap, dtype=np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    m = np.clip(m / vmax, 0.0, 1.0)
-    colors = cv2.applyColorMap((m * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
-    weight = alpha * np.sqrt(m)[..., None]  # sqrt: the Gaussian's flanks stay visible
-    base = 0.6 * image_rgb.astype(np.float32)
-    return (base * (1 - weight) + colors * weight).clip(0, 255).astype(np.uint8)
+    panels = draw_overlay(image_rgb, np.zeros((0, 4)), heatmap, max_side=max(h, w))
+    return np.ascontiguousarray(panels[:, -w:])
 
 
 def compose(panels, gap=8, title_height=30):

@@ -14,7 +14,7 @@ import numpy as np
 from ..data.image_reader import BadImageError, read_image_size
 from .bad_input import AnnotationError, InputReport
 from .box_table import BoxTable
-from .retail_csv import _NUMBER
+from .retail_csv import DECIMAL_NUMBER
 
 __all__ = ["IMAGE_EXTENSIONS", "parse_coco_json", "parse_yolo_labels"]
 
@@ -174,7 +174,7 @@ def parse_yolo_labels(
                 wrong[0].append(n)
                 wrong[1].append(f"{len(fields)} fields, expected 5 (class cx cy w h)")
                 continue
-            if not all(_NUMBER.fullmatch(x) for x in fields) or not all(
+            if not all(DECIMAL_NUMBER.fullmatch(x) for x in fields) or not all(
                 math.isfinite(float(x)) for x in fields
             ):
                 nonnum[0].append(n)

@@ -22,6 +22,7 @@ from .box_table import BoxTable
 __all__ = [
     "SKU110K_COLUMNS",
     "BENCHMARK_COLUMNS",
+    "DECIMAL_NUMBER",
     "parse_sku110k_csv",
     "parse_benchmark_csv",
     "read_box_csv",
@@ -35,8 +36,8 @@ _INT_BYTES = np.zeros(256, dtype=bool)
 _INT_BYTES[np.frombuffer(b"0123456789+-", np.uint8)] = True
 _FLOAT_BYTES = _INT_BYTES.copy()
 _FLOAT_BYTES[np.frombuffer(b".eE", np.uint8)] = True
-# What a number may look like in these files; no hex, "nan", "inf" or "1_000".
-_NUMBER = re.compile(rb"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*")
+# What a number may look like in an annotation file (CSV or YOLO); no hex, "nan", "inf" or "1_000".
+DECIMAL_NUMBER = re.compile(rb"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*")
 
 
 def _parse_column(col: Sequence[bytes]) -> Tuple[np.ndarray, np.ndarray]:
@@ -63,7 +64,7 @@ def _parse_column(col: Sequence[bytes]) -> Tuple[np.ndarray, np.ndarray]:
     values = np.zeros(n, dtype=np.float64)
     bad = np.zeros(n, dtype=bool)
     for i, field in enumerate(col):
-        if _NUMBER.fullmatch(field):
+        if DECIMAL_NUMBER.fullmatch(field):
             v = float(field)
             if np.isfinite(v):
                 values[i] = v

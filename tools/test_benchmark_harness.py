@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gaussian_retina.engine.benchmark import sku110k_boxes
+from benchmark_harness import sku110k_boxes
 
 
 @pytest.mark.parametrize("num", [0, 1, 150, 1000])

@@ -15,7 +15,9 @@ dataset the accounting must close: data rows = kept boxes + dropped rows + degen
 boxes, so that nothing is lost silently; and under policy "error" a load that returns must
 have dropped no row.
 
-    python tools/fuzz_parsers.py --files 1000 [--seed 0] [--keep DIR]
+    python tests/fuzz_parsers.py --files 1000 [--seed 0] [--keep DIR]
+
+It lives beside the tests, which run a short version of it (tests/test_datasets_fuzz.py).
 """
 
 import argparse
@@ -255,6 +257,40 @@ def _data_rows(fmt, path, columns=None):
     return len(lines)
 
 
+def _load_once(spec, fmt, policy, expected, crashes, leaks, keep):
+    """
+    Loads ``spec`` under ``policy`` as DatasetCatalog.get would; appends what went wrong to
+    ``crashes`` (anything but a clear error naming the file) and ``leaks`` (rows unaccounted for).
+    Returns the outcome: "loaded", the clear error's type name, or "CRASH".
+    """
+    path, named, image_root = spec.annotations, spec.fmt, spec.image_root
+    try:
+        table, report, exif = load_retail_table(spec, policy)
+        dicts = table_to_dicts(table, image_root, apply_exif=exif)
+        boxes = np.array([a["bbox"] for d in dicts for a in d["annotations"]])
+        assert boxes.size == 0 or np.isfinite(boxes).all()
+        if policy == "error" and report.num_problems:
+            leaks.append(f"{path} ({named}, error): returned with problems")
+        if named == fmt and fmt != "coco" and expected is not None:
+            got = report.kept_boxes + report.num_problems + report.degenerate
+            if got != expected:
+                leaks.append(f"{path} ({named}, {policy}): {expected} rows, accounted {got}")
+        return "loaded"
+    except (AnnotationError, FileNotFoundError) as e:
+        if path not in str(e) and spec.name not in str(e):
+            crashes.append(
+                f"{path} ({named}, {policy}): error without the file name: {str(e)[:200]}"
+            )
+        return type(e).__name__
+    except Exception:
+        crashes.append(f"{path} ({named}, {policy}):\n{traceback.format_exc()}")
+        if keep:
+            os.makedirs(keep, exist_ok=True)
+            dst = os.path.join(keep, os.path.basename(path))
+            (shutil.copytree if os.path.isdir(path) else shutil.copy)(path, dst)
+        return "CRASH"
+
+
 def fuzz(num_files: int, seed: int = 0, keep: str = None, work: str = None):
     """Returns (stats Counter, list of crash descriptions, list of accounting failures)."""
     rng = random.Random(seed)
@@ -292,35 +328,7 @@ def fuzz(num_files: int, seed: int = 0, keep: str = None, work: str = None):
                     spec = RetailDatasetSpec(
                         f"fuzz{k}", image_root, path, named, None, True, 1.0, work
                     )
-                    try:
-                        table, report, exif = load_retail_table(spec, policy)
-                        dicts = table_to_dicts(table, image_root, apply_exif=exif)
-                        boxes = np.array([a["bbox"] for d in dicts for a in d["annotations"]])
-                        assert boxes.size == 0 or np.isfinite(boxes).all()
-                        outcome = "loaded"
-                        if policy == "error" and report.num_problems:
-                            leaks.append(f"{path} ({named}, error): returned with problems")
-                        if named == fmt and fmt != "coco" and expected is not None:
-                            got = report.kept_boxes + report.num_problems + report.degenerate
-                            if got != expected:
-                                leaks.append(
-                                    f"{path} ({named}, {policy}): {expected} rows, "
-                                    f"accounted {got}"
-                                )
-                    except (AnnotationError, FileNotFoundError) as e:
-                        outcome = type(e).__name__
-                        if path not in str(e) and spec.name not in str(e):
-                            crashes.append(
-                                f"{path} ({named}, {policy}): error without the file "
-                                f"name: {str(e)[:200]}"
-                            )
-                    except Exception:
-                        outcome = "CRASH"
-                        crashes.append(f"{path} ({named}, {policy}):\n{traceback.format_exc()}")
-                        if keep:
-                            os.makedirs(keep, exist_ok=True)
-                            dst = os.path.join(keep, os.path.basename(path))
-                            (shutil.copytree if os.path.isdir(path) else shutil.copy)(path, dst)
+                    outcome = _load_once(spec, fmt, policy, expected, crashes, leaks, keep)
                     stats[(fmt, named == "auto", policy, outcome)] += 1
             (shutil.rmtree if os.path.isdir(path) else os.remove)(path)
             for f in os.listdir(work):  # COCO caches are not made here; tidy anything else

@@ -1,7 +1,9 @@
 """
-What a training run costs: inputs synthesised to SKU-110K's statistics, training steps through
-Detectron2's own trainers, and the peak memory of a step measured in a fresh process. Shared by
-``tools/benchmark_speed.py`` and ``tools/benchmark_memory.py``.
+The benchmarks' shared harness (not part of the package): inputs synthesised to SKU-110K's
+statistics, training steps through Detectron2's own trainers, the peak memory of a step measured
+in a fresh process, and the machine's description. The tools import it by name
+(``from benchmark_harness import ...``): a script's own folder is on ``sys.path``.
+Its check: ``python -m pytest -q tools/test_benchmark_harness.py``.
 """
 
 import multiprocessing
@@ -20,9 +22,9 @@ from detectron2.modeling.backbone.resnet import BasicBlock, BottleneckBlock
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from ..data import build_gaussian_renderer
-from ..modeling import GaussianRetinaNet
-from .project_config import get_project_cfg
+from gaussian_retina.data import build_gaussian_renderer
+from gaussian_retina.engine import get_project_cfg
+from gaussian_retina.modeling import GaussianRetinaNet
 
 __all__ = [
     "device_description",
@@ -41,7 +43,7 @@ __all__ = [
     "training_step",
 ]
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def append_report(path: Optional[str], lines: Sequence[str]) -> None:
