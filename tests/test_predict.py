@@ -123,6 +123,69 @@ def test_product_wider_than_the_overlap_is_fused_from_its_halves():
     assert b == [[60, 10, 150, 60]] and s == pytest.approx([0.8])
 
 
+def test_product_much_wider_than_the_overlap_is_fused_from_its_halves():
+    # x 10-190, 4.5 times the 40-px overlap: each half overlaps the other by a fifth of itself.
+    b, s = _merge([[(10, 10, 120, 60, 0.7)], [(80, 12, 190, 58, 0.6)]])
+    assert b == [[10, 10, 190, 60]] and s == pytest.approx([0.7])
+
+
+def test_product_at_a_tile_corner_comes_out_once():
+    # A 2x2 grid over 200x200, tiles of 120 (overlap 40): windows start at 0 and 80 both ways.
+    # The product at (60, 90, 150, 110) lies in the overlap of the two rows; each column's two
+    # tiles see the same piece, cut at that column's inner edge, and no tile holds it whole.
+    grid = fixed_tile_grid((200, 200), (120, 120), (40, 40))
+    assert grid.windows == ((0, 0, 120, 120), (80, 0, 200, 120), (0, 80, 120, 200), (80, 80, 200, 200))
+    product = torch.tensor([60.0, 90.0, 150.0, 110.0])
+    boxes, scores, classes = [], [], []
+    for k, (x0, y0, x1, y1) in enumerate(grid.windows):
+        seen = torch.cat([product[:2].clamp(min=torch.tensor([x0, y0])), product[2:].clamp(max=torch.tensor([x1, y1]))])
+        boxes.append((seen - torch.tensor([x0, y0, x0, y0])).reshape(1, 4))
+        scores.append(torch.tensor([0.6 + 0.05 * k]))
+        classes.append(torch.zeros(1, dtype=torch.long))
+    b, s, _, _ = merge_tile_detections(boxes, scores, classes, grid.windows, (200, 200))
+    assert b.tolist() == [[60, 90, 150, 110]] and s.tolist() == pytest.approx([0.75])
+
+
+def test_cut_edge_margin_is_in_the_tiles_input_pixels():
+    # Two tiles of 1000 px over 1800, each read at 100 px: 10 photo pixels per input pixel.
+    # Tile 1 sees the product whole (900-1300); tile 0's box stops 8 photo pixels (under one
+    # input pixel) short of its edge at 1000, as a detector's box edge may: it is the cut piece,
+    # and goes. Their IoU (0.23) is far under the NMS's.
+    windows = [(0, 0, 1000, 500), (800, 0, 1800, 500)]
+    boxes = [torch.tensor([[900.0, 50, 992, 450]]), torch.tensor([[100.0, 50, 500, 450]])]
+    scores = [torch.tensor([0.9]), torch.tensor([0.8])]
+    classes = [torch.zeros(1, dtype=torch.long)] * 2
+    b, s, _, _ = merge_tile_detections(
+        boxes, scores, classes, windows, (500, 1800), edge_margin=[20.0, 20.0]
+    )
+    assert b.tolist() == [[900, 50, 1300, 450]] and s.tolist() == pytest.approx([0.8])
+
+
+def test_piece_is_kept_when_no_tile_detected_the_whole_product():
+    # Tile 1's window holds the product at 100-140 whole, but its detector missed it: the piece
+    # tile 0 saw is all there is, and it stays.
+    b, _ = _merge([[(100, 10, 120, 60, 0.9)], []])
+    assert b == [[100, 10, 120, 60]]
+
+
+def test_predictor_scales_the_cut_margin_with_each_tiles_resize(monkeypatch):
+    import gaussian_retina.inference.predictor as predictor_module
+
+    _, model = _random_model()
+    image = (np.random.default_rng(0).random((300, 500, 3)) * 255).astype(np.uint8)
+    seen = {}
+    real = predictor_module.merge_tile_detections
+
+    def spy(*args, **kw):
+        seen.update(kw)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(predictor_module, "merge_tile_detections", spy)
+    ShelfPredictor(model=model, test_size=(96, 128), tiling=(200, 240))([image])
+    # Tiles of 200x240 read at 96x115: 200 / 96 photo pixels per input pixel, two of them.
+    assert seen["edge_margin"] == pytest.approx([2 * 200 / 96] * 6)
+
+
 def test_products_inside_one_tile_are_unaffected():
     dets0 = [(10, 10, 40, 60, 0.9), (42, 10, 70, 60, 0.85)]  # touching neighbours
     dets1 = [(150, 20, 190, 90, 0.3)]

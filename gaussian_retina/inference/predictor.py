@@ -25,6 +25,10 @@ __all__ = ["DEFAULT_RESCORE_ALPHA", "Prediction", "ShelfPredictor"]
 # the tobacco photos (14.5 -> 14.6): results/rescoring_experiment.md.
 DEFAULT_RESCORE_ALPHA = 0.5
 
+# A box edge within this many *input* pixels of a tile's inner edge counts as cut by it: the
+# detector's box edges are as precise as its input, whatever the tile's size in the photo.
+EDGE_MARGIN_INPUT_PIXELS = 2.0
+
 
 @dataclass
 class Prediction:
@@ -37,6 +41,9 @@ class Prediction:
     grid: TileGrid
     gaussian_map: Optional[np.ndarray] = None  # (ceil(H / map_stride), ceil(W / map_stride))
     map_stride: float = 0.0  # photo pixels per map pixel
+    # (M,) scores of every merged detection, M >= N, before the photo's detection cap: counts
+    # are taken on these, so that a photo of more products than the cap is not undercounted.
+    all_scores: Optional[np.ndarray] = None
 
 
 class ShelfPredictor:
@@ -174,7 +181,7 @@ class ShelfPredictor:
         """
         Returns:
             per crop: (Instances in the crop's pixels, map (h', w') or None, the map's stride in
-            the crop's pixels).
+            the crop's pixels, the crop's pixels per input pixel).
         """
         inputs, strides = [], []
         for crop in crops:
@@ -190,7 +197,7 @@ class ShelfPredictor:
             strides.append(h / image.shape[0])
         instances, maps = self._forward(inputs)
         s = getattr(self.model, "gaussian_stride", 1)
-        return [(r, m, s * f) for r, m, f in zip(instances, maps, strides)]
+        return [(r, m, s * f, f) for r, m, f in zip(instances, maps, strides)]
 
     def _forward(self, inputs):
         model = self.model
@@ -216,8 +223,8 @@ class ShelfPredictor:
         return instances, maps
 
     def _merge(self, grid: TileGrid, outs) -> Prediction:
-        boxes, scores, classes = [], [], []
-        for inst, gmap, stride in outs:
+        boxes, scores, classes, margins = [], [], [], []
+        for inst, gmap, stride, pixels_per_input in outs:
             inst = inst.to("cpu")
             b, sc = inst.pred_boxes.tensor, inst.scores
             if self.rescore_alpha > 0 and gmap is not None:
@@ -225,6 +232,7 @@ class ShelfPredictor:
             boxes.append(b)
             scores.append(sc)
             classes.append(inst.pred_classes)
+            margins.append(EDGE_MARGIN_INPUT_PIXELS * pixels_per_input)
         b, s, c, _ = merge_tile_detections(
             boxes,
             scores,
@@ -232,12 +240,16 @@ class ShelfPredictor:
             grid.windows,
             grid.image_size,
             nms_thresh=self.nms_thresh,
-            max_detections=self.max_detections,
+            max_detections=None,
+            edge_margin=margins,
         )
-        pred = Prediction(b.numpy(), s.numpy(), c.numpy(), grid.image_size, grid)
+        n = self.max_detections
+        pred = Prediction(
+            b[:n].numpy(), s[:n].numpy(), c[:n].numpy(), grid.image_size, grid, all_scores=s.numpy()
+        )
         if self.return_map and outs and outs[0][1] is not None:
             pred.gaussian_map, pred.map_stride = stitch_maps(
-                [(m.float().cpu().numpy(), st) for _, m, st in outs], grid
+                [(m.float().cpu().numpy(), st) for _, m, st, _ in outs], grid
             )
         return pred
 
