@@ -6,12 +6,16 @@ Detect and count products in shelf photos with a trained model, in the spirit of
         --weights model_final.pth --input photos/ "more/*.jpg" --output predictions/ --overlay
 
 (or ``python -m gaussian_retina.predict ...``). Writes per photo a CSV of boxes and scores in the
-SKU-110K layout, one COCO json for the run, optional overlay PNGs, and summary.json with the
-counts, the calibrated count threshold, skipped photos and timings.
+SKU-110K layout (no header, integer pixels, a score column), the same rows for the whole run,
+counts.csv, one COCO json for the run, optional overlay PNGs, and summary.json with the counts,
+the count threshold used, skipped photos and timings. Outputs are named by the photo's path under
+the inputs' common folder. The run-level files grow as the run goes; the same command on the same
+output folder resumes a run that was stopped.
 """
 
 import argparse
 import logging
+import re
 
 import torch
 from detectron2.data import DatasetCatalog
@@ -22,10 +26,13 @@ from gaussian_retina.inference import (
     ShelfPredictor,
     calibrate_counts,
     find_images,
+    input_root,
+    output_names,
     parse_tiling,
     products_per_image,
     run_prediction,
 )
+from gaussian_retina.inference.run_outputs import SettingsMismatchError
 from gaussian_retina.shelves import configure_shelf_datasets
 
 logger = logging.getLogger("gaussian_retina.predict")
@@ -45,7 +52,10 @@ def get_parser():
     )
     p.add_argument("--output", required=True, help="folder for the CSVs, json, overlays, summary")
     p.add_argument(
-        "--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu"
+        "--device",
+        type=_device,
+        help="cpu, cuda or cuda:N (default: MODEL.DEVICE when --opts gives it, else cuda when "
+        "available, else cpu)",
     )
     p.add_argument(
         "--num-threads",
@@ -54,6 +64,18 @@ def get_parser():
         "on a machine whose cores are busy with other work)",
     )
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
+    p.add_argument(
+        "--conf",
+        type=float,
+        help="write the detections scoring at least this (default: the count threshold, so "
+        "that the files hold the boxes counted; 0 writes all, e.g. for AP)",
+    )
+    p.add_argument(
+        "--max-det",
+        type=int,
+        help="detections written per photo, at most (default TEST.DETECTIONS_PER_IMAGE); "
+        "counts are taken before this cap",
+    )
     p.add_argument(
         "--tiling",
         default="auto",
@@ -75,8 +97,10 @@ def get_parser():
     )
     p.add_argument(
         "--reference-dataset",
-        help="a registered labelled set at the training scale that calibrates the "
-        "count threshold (default: the config's first DATASETS.TEST)",
+        "--calibration-dataset",
+        dest="reference_dataset",
+        help="a registered labelled set that calibrates the count threshold: your own "
+        "labelled photos where you have them (default: the config's first DATASETS.TEST)",
     )
     p.add_argument(
         "--count-threshold",
@@ -109,18 +133,34 @@ def get_parser():
     return p
 
 
+def _device(spec: str) -> str:
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", spec):
+        raise argparse.ArgumentTypeError(f"device must be cpu, cuda or cuda:N, got {spec!r}")
+    return spec
+
+
 def setup_cfg(args):
     cfg = get_project_cfg(args.config_file, args.opts)
     if args.weights:
         cfg.MODEL.WEIGHTS = args.weights
-    cfg.MODEL.DEVICE = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.device:
+        cfg.MODEL.DEVICE = args.device
+    elif "MODEL.DEVICE" not in args.opts[::2]:
+        cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
     cfg.freeze()
     return cfg
 
 
 def main(argv=None):
-    """The command: parses ``argv`` (default sys.argv) and runs :func:`predict`."""
-    predict(get_parser().parse_args(argv))
+    """
+    The command: parses ``argv`` (default sys.argv) and runs :func:`predict`. A missing input,
+    an unregistered dataset or a folder holding another run end it with a one-line message.
+    """
+    args = get_parser().parse_args(argv)
+    try:
+        predict(args)
+    except (FileNotFoundError, SettingsMismatchError) as e:
+        raise SystemExit(f"gaussian-retina-predict: error: {e}") from None
 
 
 def predict(args):
@@ -133,6 +173,7 @@ def predict(args):
     if not cfg.MODEL.WEIGHTS:
         raise SystemExit("no weights: pass --weights or MODEL.WEIGHTS in --opts")
     files = find_images(args.input)
+    names = output_names(files, input_root(args.input))
 
     reference = args.reference_dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
     need_reference = args.count_threshold is None or (
@@ -156,10 +197,16 @@ def predict(args):
         products_per_train_image=train_density,
         batch_size=args.batch_size,
         rescore_alpha=args.rescore_alpha,
+        **({"max_detections": args.max_det} if args.max_det else {}),
     )
     if args.count_threshold is None:
-        logger.info(f"Calibrating the count threshold on {reference} ...")
-        calibration = calibrate_counts(predictor, reference, cfg.INPUT.FORMAT)
+        calibration = calibrate_counts(
+            predictor,
+            reference,
+            cfg.INPUT.FORMAT,
+            weights=cfg.MODEL.WEIGHTS,
+            progress=not args.no_progress,
+        )
     else:
         calibration = {"dataset": None, "count_threshold": args.count_threshold}
     if args.peak_threshold is not None:
@@ -171,6 +218,8 @@ def predict(args):
         predictor,
         files,
         args.output,
+        names=names,
+        conf=args.conf,
         input_format=cfg.INPUT.FORMAT,
         apply_exif=not args.no_exif,
         count_calibration=calibration,
@@ -188,8 +237,7 @@ def predict(args):
             ),
             "products_per_photo": args.products_per_photo,
             "train_products_per_image": train_density,
-            "batch_size": args.batch_size,
-            "num_threads": torch.get_num_threads(),
+            "max_detections": predictor.max_detections,
             "rescore_alpha": predictor.rescore_alpha,
             "apply_exif": not args.no_exif,
         },
@@ -198,7 +246,7 @@ def predict(args):
         logger.warning(f"skipped: {s['reason']}")  # the reason names the file
     logger.info(
         f"Done: {summary['photos_done']} photos, {summary['photos_skipped']} skipped, "
-        f"{summary['products_total']} products (detections >= {calibration['count_threshold']}), "
+        f"{summary['products_total']} products, "
         f"{summary['seconds_per_photo']:.2f} s per photo; summary in {args.output}/summary.json"
     )
     return summary

@@ -22,10 +22,14 @@ from .export import (
     run_pytorch,
     run_torchscript,
 )
+from .calibration import calibrate_counts, calibration_cache_dir
 from .predictor import Prediction, ShelfPredictor, map_at_centres, stitch_maps
+from .run_outputs import RunOutputs, SettingsMismatchError
 from .runner import (
-    calibrate_counts,
     find_images,
+    input_root,
+    output_names,
+    photo_counts,
     products_per_image,
     run_prediction,
 )
@@ -33,6 +37,7 @@ from .tiling import TileGrid, auto_tile_grid, fixed_tile_grid, merge_tile_detect
 from .writers import (
     CSV_COLUMNS,
     CocoResultsWriter,
+    detections_csv_rows,
     read_coco_results,
     read_detections_csv,
     write_detections_csv,

@@ -136,6 +136,19 @@ class ShelfPredictor:
         ret.update(kwargs)
         return ret
 
+    def settings(self) -> dict:
+        """What its predictions depend on, beside the model's weights (a cache key's part)."""
+        return {
+            "test_size": list(self.test_size),
+            "tiling": self.tiling if isinstance(self.tiling, str) else list(self.tiling),
+            "products_per_photo": self.products_per_photo,
+            "products_per_train_image": self.products_per_train_image,
+            "max_detections": self.max_detections,
+            "nms_thresh": self.nms_thresh,
+            "rescore_alpha": self.rescore_alpha,
+            "input_format": self.input_format,
+        }
+
     def grid_for(self, image_size) -> TileGrid:
         H, W = int(image_size[0]), int(image_size[1])
         if self.tiling == "off":

@@ -238,8 +238,12 @@ def merge_tile_detections(
     ex = ex[keep] if ex is not None else None
     b[:, 0::2] = b[:, 0::2].clamp(0, W)
     b[:, 1::2] = b[:, 1::2].clamp(0, H)
-    # 3. Duplicates between overlapping tiles; one tile's own duplicates went in its own NMS.
-    order = batched_nms(b, s, c, nms_thresh)
+    # 3. Duplicates between overlapping tiles; one tile's own duplicates went in its own NMS
+    # (so a single pass keeps what the model gave, in the order of its scores).
+    if len(windows) > 1:
+        order = batched_nms(b, s, c, nms_thresh)
+    else:
+        order = torch.argsort(s, descending=True, stable=True)
     if max_detections is not None:
         order = order[:max_detections]
     return b[order], s[order], c[order], (ex[order] if ex is not None else None)
