@@ -29,9 +29,10 @@ from gaussian_retina.inference import (
     input_root,
     output_names,
     parse_tiling,
-    products_per_image,
     run_prediction,
+    training_product_side,
 )
+from gaussian_retina.inference.counting import DEFAULT_COUNT_THRESHOLD, DEFAULT_PEAK_THRESHOLD
 from gaussian_retina.inference.run_outputs import SettingsMismatchError
 from gaussian_retina.shelves import configure_shelf_datasets
 
@@ -80,37 +81,35 @@ def get_parser():
         "--tiling",
         default="auto",
         type=parse_tiling,
-        help="'off' (one resized pass), 'auto' (from the photo size and the training "
-        "scale), or WxH, a tile size in photo pixels",
+        help="'off' (one resized pass), 'auto' (a single pass first; the photo is tiled when "
+        "the products it found are much smaller than the training scale's), or WxH, a tile "
+        "size in photo pixels (e.g. 1024x768)",
     )
     p.add_argument(
-        "--products-per-photo",
+        "--train-product-side",
         type=float,
-        default=150.0,
-        help="prior of the auto tiling: products a photo holds (default 150, a dense "
-        "SKU-110K-like shelf photo)",
+        help="median product side of the training images in input pixels, the training scale "
+        "of --tiling auto (default: measured on the config's first DATASETS.TEST)",
     )
     p.add_argument(
-        "--train-products-per-image",
-        type=float,
-        help="products per training image (default: measured on --reference-dataset)",
-    )
-    p.add_argument(
-        "--reference-dataset",
         "--calibration-dataset",
-        dest="reference_dataset",
-        help="a registered labelled set that calibrates the count threshold: your own "
-        "labelled photos where you have them (default: the config's first DATASETS.TEST)",
+        "--reference-dataset",
+        dest="calibration_dataset",
+        help="a registered labelled set (e.g. your own photos, registered with DATASETS.REGISTER "
+        "in --opts) on which the count thresholds are calibrated (default: thresholds chosen on "
+        "real shelf photos, see results/inference.md)",
     )
     p.add_argument(
         "--count-threshold",
         type=float,
-        help="score threshold of the detection count (default: calibrated)",
+        help=f"score threshold of the detection count (default {DEFAULT_COUNT_THRESHOLD}, or "
+        "calibrated on --calibration-dataset)",
     )
     p.add_argument(
         "--peak-threshold",
         type=float,
-        help="height of a map peak that counts (default: calibrated)",
+        help=f"height of a Gaussian-map peak that counts as a product (default "
+        f"{DEFAULT_PEAK_THRESHOLD}, or calibrated on --calibration-dataset)",
     )
     p.add_argument(
         "--rescore-alpha",
@@ -175,43 +174,53 @@ def predict(args):
     files = find_images(args.input)
     names = output_names(files, input_root(args.input))
 
-    reference = args.reference_dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
-    need_reference = args.count_threshold is None or (
-        args.tiling == "auto" and args.train_products_per_image is None
-    )
-    if need_reference and (not reference or reference not in DatasetCatalog.list()):
-        raise SystemExit(
-            f"the reference dataset {reference!r} is not registered: pass --reference-dataset, or "
-            "both --count-threshold and --train-products-per-image (or --tiling off)"
+    scale_set = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None
+    need_scale = args.tiling == "auto" and args.train_product_side is None
+    needed = [args.calibration_dataset] if args.calibration_dataset else []
+    if need_scale:
+        needed.append(scale_set)
+    for name in needed:
+        if not name or name not in DatasetCatalog.list():
+            raise SystemExit(
+                f"gaussian-retina-predict: error: dataset {name!r} is not registered (the "
+                "training scale of --tiling auto is measured on DATASETS.TEST[0]: give "
+                "--train-product-side, or --tiling off)"
+            )
+    if needed:
+        configure_shelf_datasets(cfg, needed)  # cfg's bad-input policy and COCO cache
+    train_side = args.train_product_side
+    if need_scale:
+        train_side = training_product_side(
+            scale_set, (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
         )
-    if need_reference:
-        configure_shelf_datasets(cfg, [reference])  # cfg's bad-input policy and COCO cache
-    train_density = args.train_products_per_image
-    if args.tiling == "auto" and train_density is None:
-        train_density = products_per_image(reference)
 
     predictor = ShelfPredictor(
         cfg,
         tiling=args.tiling,
-        products_per_photo=args.products_per_photo,
-        products_per_train_image=train_density,
+        train_product_side=train_side,
         batch_size=args.batch_size,
         rescore_alpha=args.rescore_alpha,
         **({"max_detections": args.max_det} if args.max_det else {}),
     )
-    if args.count_threshold is None:
+    if args.calibration_dataset:
         calibration = calibrate_counts(
             predictor,
-            reference,
+            args.calibration_dataset,
             cfg.INPUT.FORMAT,
             weights=cfg.MODEL.WEIGHTS,
             progress=not args.no_progress,
         )
     else:
-        calibration = {"dataset": None, "count_threshold": args.count_threshold}
+        calibration = {
+            "dataset": None,
+            "count_threshold": DEFAULT_COUNT_THRESHOLD,
+            "peak_threshold": DEFAULT_PEAK_THRESHOLD,
+        }
+    if args.count_threshold is not None:
+        calibration["count_threshold"] = args.count_threshold
     if args.peak_threshold is not None:
         calibration["peak_threshold"] = args.peak_threshold
-    logger.info(f"Count calibration: {calibration}")
+    logger.info(f"Count thresholds: {calibration}")
 
     logger.info(f"{len(files)} photos -> {args.output}")
     summary = run_prediction(
@@ -235,8 +244,7 @@ def predict(args):
             "tiling": (
                 args.tiling if isinstance(args.tiling, str) else "{1}x{0}".format(*args.tiling)
             ),
-            "products_per_photo": args.products_per_photo,
-            "train_products_per_image": train_density,
+            "train_product_side": train_side,
             "max_detections": predictor.max_detections,
             "rescore_alpha": predictor.rescore_alpha,
             "apply_exif": not args.no_exif,

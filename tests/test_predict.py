@@ -4,6 +4,7 @@ counts, the predictor on a random-init model, and the command on a folder with a
 """
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -15,6 +16,7 @@ from detectron2.modeling import build_model
 from gaussian_retina import render_gaussian_map
 from gaussian_retina.inference import (
     CocoResultsWriter,
+    TileGrid,
     ShelfPredictor,
     auto_tile_grid,
     calibrate_threshold,
@@ -23,6 +25,7 @@ from gaussian_retina.inference import (
     count_map_peaks,
     fixed_tile_grid,
     map_at_centres,
+    probe_product_side,
     merge_tile_detections,
     parse_tiling,
     read_coco_results,
@@ -237,19 +240,20 @@ def test_grids_cover_the_photo_with_equal_tiles_and_overlap():
     assert covered.all()
     xs = sorted({w[0] for w in grid.windows})
     assert all(b - a <= 500 - 100 for a, b in zip(xs, xs[1:]))
-    # The auto rule: a photo at the training scale is one pass; a denser, large one is tiled.
-    small = auto_tile_grid(
-        (192, 256), input_size=(192, 256), products_per_photo=300, products_per_train_image=80
-    )
-    assert small.num_tiles == 1
-    big = auto_tile_grid(
-        (3000, 4000), input_size=(192, 256), products_per_photo=300, products_per_train_image=80
-    )
-    assert big.num_tiles == 4 and big.windows[-1][2:] == (4000, 3000)
-    same = auto_tile_grid(
-        (3000, 4000), input_size=(192, 256), products_per_photo=80, products_per_train_image=80
-    )
-    assert same.num_tiles == 1
+    # The auto rule, from the products' size: at the training scale (25 input pixels), one
+    # pass; a 4000x3000 photo read at 256x192 shows 100-px products at 6.4 input pixels, so
+    # tiles about 4 times smaller, overlapping by 1.5 products.
+    kw = dict(input_size=(192, 256), train_product_side=25.0)
+    assert auto_tile_grid((192, 256), product_side=25.0, **kw).num_tiles == 1
+    assert auto_tile_grid((2448, 3264), product_side=500.0, **kw).num_tiles == 1  # tobacco-like
+    assert auto_tile_grid((3000, 4000), product_side=None, **kw).num_tiles == 1  # nothing seen
+    big = auto_tile_grid((3000, 4000), product_side=100.0, **kw)
+    th, tw = big.tile_size
+    assert (th, tw) == (math.ceil(3000 / 3.90625) + 150, math.ceil(4000 / 3.90625) + 150)
+    assert big.num_tiles == 16 and big.windows[-1][2:] == (4000, 3000)
+    # Never past the photo's own resolution: a 600x800 photo is tiled at most to the input size.
+    small_photo = auto_tile_grid((600, 800), product_side=10.0, **kw)
+    assert small_photo.tile_size == (min(600, 192 + 15), min(800, 256 + 15))
     assert parse_tiling("1024x768") == (768, 1024) and parse_tiling("OFF") == "off"
     with pytest.raises(ValueError, match="WxH"):
         parse_tiling("big")
@@ -352,11 +356,7 @@ def test_predict_command_skips_a_truncated_photo(tmp_path, capfd):
             "--peak-threshold",
             "0.5",
             "--tiling",
-            "auto",
-            "--train-products-per-image",
-            "80",
-            "--products-per-photo",
-            "300",
+            "1600x1155",
             "--overlay",
             "--overlay-max-side",
             "256",
@@ -380,7 +380,7 @@ def test_predict_command_skips_a_truncated_photo(tmp_path, capfd):
     rows = read_detections_csv(out / "detections/good.csv")
     assert len(rows) == photo["detections"] > 0
     # Counted over every merged detection, not only the 300 written.
-    assert photo["count"]["detections"] >= sum(r["score"] >= 0.01 for r in rows)
+    assert photo["count"]["detections"] >= sum(r["score"] > 0.0101 for r in rows)  # 4 decimals
     assert set(read_coco_results(out / "coco_results.json")) == {"good.jpg"}
     assert (out / "overlays/good.png").stat().st_size > 0
     counts = (out / "counts.csv").read_text().splitlines()
@@ -417,3 +417,28 @@ def test_batching_does_not_change_results():
     for a, b in zip(one(images), four(images)):
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
         np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+
+
+def test_auto_tiling_decides_from_a_probe_of_the_photos_centre():
+    _, model = _random_model()
+    image = (np.random.default_rng(2).random((600, 800, 3)) * 255).astype(np.uint8)
+    kw = dict(model=model, test_size=(96, 128), max_detections=1000)
+    fine = ShelfPredictor(tiling="auto", train_product_side=1000.0, **kw)
+    # Read whole at 96x128, the photo shrinks 6.25 times; the probe is its centre, 3 times less.
+    window = fine.probe_window((600, 800))
+    assert window == (266, 200, 533, 400)
+    assert fine.probe_window((140, 180)) is None  # shrunk 1.46 times: nothing to tile for
+    probe = fine._predict([TileGrid((600, 800), (window,))], [image])[0]
+    side = probe_product_side(probe)
+    assert side is not None and side > 0
+    # Products far smaller than the training scale: tiled, on the grid the probe's size gives.
+    out = fine([image])[0]
+    expected = auto_tile_grid(
+        (600, 800), input_size=(96, 128), product_side=side, train_product_side=1000.0
+    )
+    assert out.grid == expected and out.grid.num_tiles > 1
+    # Products at the training scale or larger: one pass, as "off".
+    coarse = ShelfPredictor(tiling="auto", train_product_side=1.0, **kw)([image])[0]
+    off = ShelfPredictor(tiling="off", **kw)([image])[0]
+    assert coarse.grid.num_tiles == 1
+    np.testing.assert_array_equal(coarse.boxes, off.boxes)

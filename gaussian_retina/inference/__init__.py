@@ -6,6 +6,8 @@ parsing over these), and export of the RetinaNet family to TorchScript and ONNX
 """
 
 from .counting import (
+    DEFAULT_COUNT_THRESHOLD,
+    DEFAULT_PEAK_THRESHOLD,
     calibrate_threshold,
     count_detections,
     count_errors,
@@ -23,7 +25,7 @@ from .export import (
     run_torchscript,
 )
 from .calibration import calibrate_counts, calibration_cache_dir
-from .predictor import Prediction, ShelfPredictor, map_at_centres, stitch_maps
+from .predictor import Prediction, ShelfPredictor, map_at_centres, probe_product_side, stitch_maps
 from .run_outputs import RunOutputs, SettingsMismatchError
 from .runner import (
     find_images,
@@ -32,8 +34,16 @@ from .runner import (
     photo_counts,
     products_per_image,
     run_prediction,
+    training_product_side,
 )
-from .tiling import TileGrid, auto_tile_grid, fixed_tile_grid, merge_tile_detections, parse_tiling
+from .tiling import (
+    TileGrid,
+    auto_tile_grid,
+    fixed_tile_grid,
+    merge_tile_detections,
+    parse_tiling,
+    single_pass_scale,
+)
 from .writers import (
     CSV_COLUMNS,
     CocoResultsWriter,

@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from detectron2.data import DatasetCatalog
+from detectron2.structures import BoxMode
 from tqdm import tqdm  # a dependency of Detectron2
 
 from ..data.image_reader import BadImageError, read_shelf_image
@@ -20,6 +21,7 @@ from .counting import count_detections, count_map_mass, count_map_peaks
 from .overlay import draw_overlay, save_png
 from .predictor import ShelfPredictor
 from .run_outputs import RunOutputs
+from .tiling import single_pass_scale
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -30,6 +32,7 @@ __all__ = [
     "photo_counts",
     "products_per_image",
     "run_prediction",
+    "training_product_side",
 ]
 
 logger = logging.getLogger("gaussian_retina.predict")
@@ -98,11 +101,29 @@ def output_names(files: Sequence[str], root: str) -> List[Tuple[str, str]]:
 
 
 def products_per_image(dataset_name: str) -> float:
-    """Mean labelled products per image of a registered dataset (the training scale's density)."""
+    """Mean labelled products per image of a registered dataset."""
     records = DatasetCatalog.get(dataset_name)
     if not records:
         raise ValueError(f"{dataset_name} has no images")
     return float(np.mean([len(r.get("annotations", [])) for r in records]))
+
+
+def training_product_side(dataset_name: str, input_size: Tuple[int, int]) -> float:
+    """
+    The median product side (sqrt of the box area) of a labelled set, in input pixels: each
+    image as the test resize to ``input_size`` (short, long) presents it. For a set at the
+    training scale, the product size the model learned.
+    """
+    records = DatasetCatalog.get(dataset_name)
+    sides = []
+    for r in records:
+        scale = single_pass_scale((r["height"], r["width"]), input_size)
+        for a in r.get("annotations", []):
+            _, _, w, h = BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYWH_ABS)
+            sides.append(np.sqrt(max(w, 0) * max(h, 0)) * scale)
+    if not sides:
+        raise ValueError(f"{dataset_name} has no labelled products")
+    return float(np.median(sides))
 
 
 def photo_counts(
@@ -116,7 +137,8 @@ def photo_counts(
     Counts of one :class:`Prediction`: ``products``, the count the command reports, and each
     method's: detections at the threshold (over all merged detections, not only those under the
     photo's detection cap), and, with a map, its peaks (when ``peak_threshold`` is given) and
-    its mass.
+    its mass. ``products`` is the peaks' count where there is one, else the detections'
+    (:data:`~.counting.DEFAULT_PEAK_THRESHOLD` says why).
     """
     scores = pred.all_scores if pred.all_scores is not None else pred.scores
     counts = {"detections": count_detections(scores, count_threshold)}
@@ -131,7 +153,7 @@ def photo_counts(
             ),
             1,
         )
-    counts["products"] = counts["detections"]
+    counts["products"] = counts.get("map_peaks", counts["detections"])
     return counts
 
 

@@ -4,9 +4,8 @@ of the tiles' detections into one set per photo.
 
 The detector sees each tile through its usual test resize (``INPUT.MIN/MAX_SIZE_TEST``), so a
 tile of side ``t`` photo pixels presents its products at ``input_side / t`` of their size in the
-photo. The grid is chosen so that a tile holds about as many products as a training image did,
-which is what presents them at the training scale when products fill the frame (see
-:func:`auto_tile_grid`).
+photo. The automatic grid is chosen from the photo itself: from the size of the products a
+single pass found, against the training scale (see :func:`auto_tile_grid`).
 """
 
 import math
@@ -15,10 +14,16 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from detectron2.structures import Boxes, pairwise_iou
-from detectron2.structures.boxes import matched_pairwise_iou
 from torchvision.ops import batched_nms
 
-__all__ = ["TileGrid", "auto_tile_grid", "fixed_tile_grid", "parse_tiling", "merge_tile_detections"]
+__all__ = [
+    "TileGrid",
+    "auto_tile_grid",
+    "fixed_tile_grid",
+    "merge_tile_detections",
+    "parse_tiling",
+    "single_pass_scale",
+]
 
 
 @dataclass(frozen=True)
@@ -79,45 +84,49 @@ def fixed_tile_grid(image_size, tile_size, overlap) -> TileGrid:
     return TileGrid((H, W), windows)
 
 
+def single_pass_scale(image_size, input_size) -> float:
+    """Input pixels per photo pixel when the whole photo goes through the test resize."""
+    H, W = image_size
+    short_in, long_in = input_size
+    return min(short_in / min(H, W), long_in / max(H, W))
+
+
 def auto_tile_grid(
     image_size,
     *,
     input_size: Tuple[int, int],
-    products_per_photo: float,
-    products_per_train_image: float,
+    product_side: Optional[float],
+    train_product_side: float,
     min_gain: float = 1.5,
 ) -> TileGrid:
     """
     The grid that presents a photo's products at about the training scale.
 
-    The rule uses only the photo's size and the training scale. If products roughly fill the
-    frame, a product's side is about sqrt(frame area / products); a training image (at
-    ``input_size``) held ``products_per_train_image``, so the model learned products of side
-    sqrt(input area / products_per_train_image). A photo that holds ``products_per_photo``
-    (a prior: dense shelf photos hold 100-300, SKU-110K 147 on average) must then be cut into
-    about ``products_per_photo / products_per_train_image`` tiles, each resized to the input
-    size. Two limits: a tile is never smaller than the input size (that would upsample the
-    photo beyond its native resolution), and tiling is off when it would enlarge products by less
-    than ``min_gain`` (a rescaled single pass is then close enough, at a fraction of the cost).
-
-    Neighbouring tiles overlap by the expected product side, so a product of that size lies wholly
-    inside some tile.
+    ``product_side`` is how large the photo's products are, in photo pixels: the median side of
+    what a single pass detected (the probe, see :class:`ShelfPredictor`). A single pass shows
+    them at ``product_side * scale`` input pixels (:func:`single_pass_scale`); the model learned
+    products of ``train_product_side`` input pixels; tiles ``gain`` times smaller than the photo
+    enlarge them by ``gain`` = the ratio of the two. Two limits: a tile is never smaller than
+    the input size (that would upsample the photo beyond its native resolution), and tiling is
+    off when it would enlarge products by less than ``min_gain`` (the single pass is then close
+    enough, at a fraction of the cost). Neighbouring tiles overlap by 1.5 product sides, so most
+    products lie wholly inside some tile; the merge rebuilds the others from their pieces.
 
     Args:
         image_size: (H, W) of the photo.
         input_size: (short, long) side of the model's test input (MIN_SIZE_TEST, MAX_SIZE_TEST).
+        product_side: None (nothing detected) gives one pass.
+        train_product_side: median product side of the training images, in input pixels.
     """
     H, W = int(image_size[0]), int(image_size[1])
-    short_in, long_in = input_size
-    # Single pass: the photo is resized to the input size; tiles enlarge products by `gain`.
-    gain = math.sqrt(max(products_per_photo, 1e-6) / max(products_per_train_image, 1e-6))
-    native_gain = min(min(H, W) / short_in, max(H, W) / long_in)  # no upsampling past 1:1
-    gain = min(gain, native_gain)
+    single = TileGrid((H, W), ((0, 0, W, H),))
+    if not product_side or product_side <= 0:
+        return single
+    scale = single_pass_scale((H, W), input_size)
+    gain = min(train_product_side / (product_side * scale), 1.0 / scale)
     if gain < min_gain:
-        return TileGrid((H, W), ((0, 0, W, H),))
-    # A tile has the photo's aspect ratio, `gain` times smaller, plus the overlap.
-    product_side = math.sqrt(H * W / max(products_per_photo, 1.0))
-    overlap = int(round(product_side))
+        return single
+    overlap = int(round(1.5 * product_side))
     th = min(H, int(math.ceil(H / gain)) + overlap)
     tw = min(W, int(math.ceil(W / gain)) + overlap)
     return fixed_tile_grid((H, W), (th, tw), (overlap, overlap))
@@ -252,20 +261,11 @@ def merge_tile_detections(
 def _same_product_groups(boxes, classes, tile, cut, windows, seam_iou) -> List[List[int]]:
     """
     Groups (lists of indices into ``boxes``, two members or more) of boxes that are one product
-    seen by several tiles: pairs with at least one piece (``cut``), of the same class and of
-    different tiles, whose IoU inside the two windows' common region is >= ``seam_iou``, joined
-    transitively.
+    seen by several tiles: pairs of boxes of two overlapping tiles, at least one a piece
+    (``cut``), of the same class, whose IoU inside the two windows' common region is >=
+    ``seam_iou``, joined transitively. Only boxes reaching into a common region are compared,
+    tile pair by tile pair, so the cost grows with the boxes along the seams.
     """
-    pieces = torch.nonzero(cut).flatten()
-    overlapping = pairwise_iou(Boxes(boxes[pieces]), Boxes(boxes)) > 0
-    overlapping &= (tile[pieces, None] != tile[None, :]) & (classes[pieces, None] == classes[None, :])
-    pi, j = torch.nonzero(overlapping, as_tuple=True)
-    i = pieces[pi]
-    wi, wj = windows[tile[i]], windows[tile[j]]
-    common = torch.cat([torch.maximum(wi[:, :2], wj[:, :2]), torch.minimum(wi[:, 2:], wj[:, 2:])], 1)
-    seen_i, seen_j = _clip_to(boxes[i], common), _clip_to(boxes[j], common)
-    same = matched_pairwise_iou(Boxes(seen_i), Boxes(seen_j)) >= seam_iou
-
     parent = list(range(len(boxes)))
 
     def root(k):
@@ -274,12 +274,31 @@ def _same_product_groups(boxes, classes, tile, cut, windows, seam_iou) -> List[L
             k = parent[k]
         return k
 
-    for a, bb in zip(i[same].tolist(), j[same].tolist()):
-        ra, rb = root(a), root(bb)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
+    linked = set()
+    for a in range(len(windows)):
+        for b in range(a + 1, len(windows)):
+            common = torch.cat(
+                [torch.maximum(windows[a, :2], windows[b, :2]), torch.minimum(windows[a, 2:], windows[b, 2:])]
+            )
+            if (common[2:] <= common[:2]).any():
+                continue  # the tiles do not overlap
+            seen = _clip_to(boxes, common.expand(len(boxes), 4))
+            inside = (seen[:, 2:] > seen[:, :2]).all(dim=1)
+            ia = torch.nonzero(inside & (tile == a)).flatten()
+            ib = torch.nonzero(inside & (tile == b)).flatten()
+            if len(ia) == 0 or len(ib) == 0 or not (cut[ia].any() or cut[ib].any()):
+                continue
+            same = pairwise_iou(Boxes(seen[ia]), Boxes(seen[ib])) >= seam_iou
+            same &= cut[ia, None] | cut[None, ib]
+            same &= classes[ia, None] == classes[None, ib]
+            for i, j in torch.nonzero(same).tolist():
+                i, j = int(ia[i]), int(ib[j])
+                linked.update((i, j))
+                ri, rj = root(i), root(j)
+                if ri != rj:
+                    parent[max(ri, rj)] = min(ri, rj)
     groups = {}
-    for k in set(i[same].tolist()) | set(j[same].tolist()):
+    for k in linked:
         groups.setdefault(root(k), []).append(k)
     return [sorted(g) for g in groups.values() if len(g) > 1]
 
