@@ -6,12 +6,16 @@ Detect and count products in shelf photos with a trained model, in the spirit of
         --weights model_final.pth --input photos/ "more/*.jpg" --output predictions/ --overlay
 
 (or ``python -m gaussian_retina.predict ...``). Writes per photo a CSV of boxes and scores in the
-SKU-110K layout, one COCO json for the run, optional overlay PNGs, and summary.json with the
-counts, the calibrated count threshold, skipped photos and timings.
+SKU-110K layout (no header, integer pixels, a score column), the same rows for the whole run,
+counts.csv, one COCO json for the run, optional overlay PNGs, and summary.json with the counts,
+the count threshold used, skipped photos and timings. Outputs are named by the photo's path under
+the inputs' common folder. The run-level files grow as the run goes; the same command on the same
+output folder resumes a run that was stopped.
 """
 
 import argparse
 import logging
+import re
 
 import torch
 from detectron2.data import DatasetCatalog
@@ -22,10 +26,14 @@ from gaussian_retina.inference import (
     ShelfPredictor,
     calibrate_counts,
     find_images,
+    input_root,
+    output_names,
     parse_tiling,
-    products_per_image,
     run_prediction,
+    training_product_side,
 )
+from gaussian_retina.inference.counting import DEFAULT_COUNT_THRESHOLD, DEFAULT_PEAK_THRESHOLD
+from gaussian_retina.inference.run_outputs import SettingsMismatchError
 from gaussian_retina.shelves import configure_shelf_datasets
 
 logger = logging.getLogger("gaussian_retina.predict")
@@ -45,7 +53,10 @@ def get_parser():
     )
     p.add_argument("--output", required=True, help="folder for the CSVs, json, overlays, summary")
     p.add_argument(
-        "--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu"
+        "--device",
+        type=_device,
+        help="cpu, cuda or cuda:N (default: MODEL.DEVICE when --opts gives it, else cuda when "
+        "available, else cpu)",
     )
     p.add_argument(
         "--num-threads",
@@ -55,38 +66,50 @@ def get_parser():
     )
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
     p.add_argument(
+        "--conf",
+        type=float,
+        help="write the detections scoring at least this (default: the count threshold, so "
+        "that the files hold the boxes counted; 0 writes all, e.g. for AP)",
+    )
+    p.add_argument(
+        "--max-det",
+        type=int,
+        help="detections written per photo, at most (default TEST.DETECTIONS_PER_IMAGE); "
+        "counts are taken before this cap",
+    )
+    p.add_argument(
         "--tiling",
         default="auto",
         type=parse_tiling,
-        help="'off' (one resized pass), 'auto' (from the photo size and the training "
-        "scale), or WxH, a tile size in photo pixels",
+        help="'off' (one resized pass), 'auto' (a single pass first; the photo is tiled when "
+        "the products it found are much smaller than the training scale's), or WxH, a tile "
+        "size in photo pixels (e.g. 1024x768)",
     )
     p.add_argument(
-        "--products-per-photo",
+        "--train-product-side",
         type=float,
-        default=150.0,
-        help="prior of the auto tiling: products a photo holds (default 150, a dense "
-        "SKU-110K-like shelf photo)",
+        help="median product side of the training images in input pixels, the training scale "
+        "of --tiling auto (default: measured on the config's first DATASETS.TEST)",
     )
     p.add_argument(
-        "--train-products-per-image",
-        type=float,
-        help="products per training image (default: measured on --reference-dataset)",
-    )
-    p.add_argument(
+        "--calibration-dataset",
         "--reference-dataset",
-        help="a registered labelled set at the training scale that calibrates the "
-        "count threshold (default: the config's first DATASETS.TEST)",
+        dest="calibration_dataset",
+        help="a registered labelled set (e.g. your own photos, registered with DATASETS.REGISTER "
+        "in --opts) on which the count thresholds are calibrated (default: thresholds chosen on "
+        "real shelf photos, see results/inference.md)",
     )
     p.add_argument(
         "--count-threshold",
         type=float,
-        help="score threshold of the detection count (default: calibrated)",
+        help=f"score threshold of the detection count (default {DEFAULT_COUNT_THRESHOLD}, or "
+        "calibrated on --calibration-dataset)",
     )
     p.add_argument(
         "--peak-threshold",
         type=float,
-        help="height of a map peak that counts (default: calibrated)",
+        help=f"height of a Gaussian-map peak that counts as a product (default "
+        f"{DEFAULT_PEAK_THRESHOLD}, or calibrated on --calibration-dataset)",
     )
     p.add_argument(
         "--rescore-alpha",
@@ -109,18 +132,34 @@ def get_parser():
     return p
 
 
+def _device(spec: str) -> str:
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", spec):
+        raise argparse.ArgumentTypeError(f"device must be cpu, cuda or cuda:N, got {spec!r}")
+    return spec
+
+
 def setup_cfg(args):
     cfg = get_project_cfg(args.config_file, args.opts)
     if args.weights:
         cfg.MODEL.WEIGHTS = args.weights
-    cfg.MODEL.DEVICE = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.device:
+        cfg.MODEL.DEVICE = args.device
+    elif "MODEL.DEVICE" not in args.opts[::2]:
+        cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
     cfg.freeze()
     return cfg
 
 
 def main(argv=None):
-    """The command: parses ``argv`` (default sys.argv) and runs :func:`predict`."""
-    predict(get_parser().parse_args(argv))
+    """
+    The command: parses ``argv`` (default sys.argv) and runs :func:`predict`. A missing input,
+    an unregistered dataset or a folder holding another run end it with a one-line message.
+    """
+    args = get_parser().parse_args(argv)
+    try:
+        predict(args)
+    except (FileNotFoundError, SettingsMismatchError) as e:
+        raise SystemExit(f"gaussian-retina-predict: error: {e}") from None
 
 
 def predict(args):
@@ -133,44 +172,63 @@ def predict(args):
     if not cfg.MODEL.WEIGHTS:
         raise SystemExit("no weights: pass --weights or MODEL.WEIGHTS in --opts")
     files = find_images(args.input)
+    names = output_names(files, input_root(args.input))
 
-    reference = args.reference_dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
-    need_reference = args.count_threshold is None or (
-        args.tiling == "auto" and args.train_products_per_image is None
-    )
-    if need_reference and (not reference or reference not in DatasetCatalog.list()):
-        raise SystemExit(
-            f"the reference dataset {reference!r} is not registered: pass --reference-dataset, or "
-            "both --count-threshold and --train-products-per-image (or --tiling off)"
+    scale_set = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None
+    need_scale = args.tiling == "auto" and args.train_product_side is None
+    needed = [args.calibration_dataset] if args.calibration_dataset else []
+    if need_scale:
+        needed.append(scale_set)
+    for name in needed:
+        if not name or name not in DatasetCatalog.list():
+            raise SystemExit(
+                f"gaussian-retina-predict: error: dataset {name!r} is not registered (the "
+                "training scale of --tiling auto is measured on DATASETS.TEST[0]: give "
+                "--train-product-side, or --tiling off)"
+            )
+    if needed:
+        configure_shelf_datasets(cfg, needed)  # cfg's bad-input policy and COCO cache
+    train_side = args.train_product_side
+    if need_scale:
+        train_side = training_product_side(
+            scale_set, (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
         )
-    if need_reference:
-        configure_shelf_datasets(cfg, [reference])  # cfg's bad-input policy and COCO cache
-    train_density = args.train_products_per_image
-    if args.tiling == "auto" and train_density is None:
-        train_density = products_per_image(reference)
 
     predictor = ShelfPredictor(
         cfg,
         tiling=args.tiling,
-        products_per_photo=args.products_per_photo,
-        products_per_train_image=train_density,
+        train_product_side=train_side,
         batch_size=args.batch_size,
         rescore_alpha=args.rescore_alpha,
+        **({"max_detections": args.max_det} if args.max_det else {}),
     )
-    if args.count_threshold is None:
-        logger.info(f"Calibrating the count threshold on {reference} ...")
-        calibration = calibrate_counts(predictor, reference, cfg.INPUT.FORMAT)
+    if args.calibration_dataset:
+        calibration = calibrate_counts(
+            predictor,
+            args.calibration_dataset,
+            cfg.INPUT.FORMAT,
+            weights=cfg.MODEL.WEIGHTS,
+            progress=not args.no_progress,
+        )
     else:
-        calibration = {"dataset": None, "count_threshold": args.count_threshold}
+        calibration = {
+            "dataset": None,
+            "count_threshold": DEFAULT_COUNT_THRESHOLD,
+            "peak_threshold": DEFAULT_PEAK_THRESHOLD,
+        }
+    if args.count_threshold is not None:
+        calibration["count_threshold"] = args.count_threshold
     if args.peak_threshold is not None:
         calibration["peak_threshold"] = args.peak_threshold
-    logger.info(f"Count calibration: {calibration}")
+    logger.info(f"Count thresholds: {calibration}")
 
     logger.info(f"{len(files)} photos -> {args.output}")
     summary = run_prediction(
         predictor,
         files,
         args.output,
+        names=names,
+        conf=args.conf,
         input_format=cfg.INPUT.FORMAT,
         apply_exif=not args.no_exif,
         count_calibration=calibration,
@@ -186,10 +244,8 @@ def predict(args):
             "tiling": (
                 args.tiling if isinstance(args.tiling, str) else "{1}x{0}".format(*args.tiling)
             ),
-            "products_per_photo": args.products_per_photo,
-            "train_products_per_image": train_density,
-            "batch_size": args.batch_size,
-            "num_threads": torch.get_num_threads(),
+            "train_product_side": train_side,
+            "max_detections": predictor.max_detections,
             "rescore_alpha": predictor.rescore_alpha,
             "apply_exif": not args.no_exif,
         },
@@ -198,7 +254,7 @@ def predict(args):
         logger.warning(f"skipped: {s['reason']}")  # the reason names the file
     logger.info(
         f"Done: {summary['photos_done']} photos, {summary['photos_skipped']} skipped, "
-        f"{summary['products_total']} products (detections >= {calibration['count_threshold']}), "
+        f"{summary['products_total']} products, "
         f"{summary['seconds_per_photo']:.2f} s per photo; summary in {args.output}/summary.json"
     )
     return summary

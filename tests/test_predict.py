@@ -4,6 +4,7 @@ counts, the predictor on a random-init model, and the command on a folder with a
 """
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -15,6 +16,7 @@ from detectron2.modeling import build_model
 from gaussian_retina import render_gaussian_map
 from gaussian_retina.inference import (
     CocoResultsWriter,
+    TileGrid,
     ShelfPredictor,
     auto_tile_grid,
     calibrate_threshold,
@@ -22,6 +24,8 @@ from gaussian_retina.inference import (
     count_map_mass,
     count_map_peaks,
     fixed_tile_grid,
+    map_at_centres,
+    probe_product_side,
     merge_tile_detections,
     parse_tiling,
     read_coco_results,
@@ -50,11 +54,8 @@ def test_csv_round_trip(tmp_path):
     path = tmp_path / "a.csv"
     write_detections_csv(path, "a.jpg", (480, 640), boxes, scores, ["object"], np.array([0, 0]))
     rows = read_detections_csv(path)
-    assert path.read_text().splitlines()[0] == (
-        "image_name,x1,y1,x2,y2,class,image_width,image_height,score"
-    )
     assert [r["image_name"] for r in rows] == ["a.jpg", "a.jpg"]
-    np.testing.assert_allclose([r["box"] for r in rows], boxes, atol=0.05)
+    np.testing.assert_allclose([r["box"] for r in rows], boxes, atol=0.5)  # integer pixels
     np.testing.assert_allclose([r["score"] for r in rows], scores, atol=1e-4)
     assert {(r["image_width"], r["image_height"], r["class"]) for r in rows} == {
         (640, 480, "object")
@@ -123,6 +124,69 @@ def test_product_wider_than_the_overlap_is_fused_from_its_halves():
     assert b == [[60, 10, 150, 60]] and s == pytest.approx([0.8])
 
 
+def test_product_much_wider_than_the_overlap_is_fused_from_its_halves():
+    # x 10-190, 4.5 times the 40-px overlap: each half overlaps the other by a fifth of itself.
+    b, s = _merge([[(10, 10, 120, 60, 0.7)], [(80, 12, 190, 58, 0.6)]])
+    assert b == [[10, 10, 190, 60]] and s == pytest.approx([0.7])
+
+
+def test_product_at_a_tile_corner_comes_out_once():
+    # A 2x2 grid over 200x200, tiles of 120 (overlap 40): windows start at 0 and 80 both ways.
+    # The product at (60, 90, 150, 110) lies in the overlap of the two rows; each column's two
+    # tiles see the same piece, cut at that column's inner edge, and no tile holds it whole.
+    grid = fixed_tile_grid((200, 200), (120, 120), (40, 40))
+    assert grid.windows == ((0, 0, 120, 120), (80, 0, 200, 120), (0, 80, 120, 200), (80, 80, 200, 200))
+    product = torch.tensor([60.0, 90.0, 150.0, 110.0])
+    boxes, scores, classes = [], [], []
+    for k, (x0, y0, x1, y1) in enumerate(grid.windows):
+        seen = torch.cat([product[:2].clamp(min=torch.tensor([x0, y0])), product[2:].clamp(max=torch.tensor([x1, y1]))])
+        boxes.append((seen - torch.tensor([x0, y0, x0, y0])).reshape(1, 4))
+        scores.append(torch.tensor([0.6 + 0.05 * k]))
+        classes.append(torch.zeros(1, dtype=torch.long))
+    b, s, _, _ = merge_tile_detections(boxes, scores, classes, grid.windows, (200, 200))
+    assert b.tolist() == [[60, 90, 150, 110]] and s.tolist() == pytest.approx([0.75])
+
+
+def test_cut_edge_margin_is_in_the_tiles_input_pixels():
+    # Two tiles of 1000 px over 1800, each read at 100 px: 10 photo pixels per input pixel.
+    # Tile 1 sees the product whole (900-1300); tile 0's box stops 8 photo pixels (under one
+    # input pixel) short of its edge at 1000, as a detector's box edge may: it is the cut piece,
+    # and goes. Their IoU (0.23) is far under the NMS's.
+    windows = [(0, 0, 1000, 500), (800, 0, 1800, 500)]
+    boxes = [torch.tensor([[900.0, 50, 992, 450]]), torch.tensor([[100.0, 50, 500, 450]])]
+    scores = [torch.tensor([0.9]), torch.tensor([0.8])]
+    classes = [torch.zeros(1, dtype=torch.long)] * 2
+    b, s, _, _ = merge_tile_detections(
+        boxes, scores, classes, windows, (500, 1800), edge_margin=[20.0, 20.0]
+    )
+    assert b.tolist() == [[900, 50, 1300, 450]] and s.tolist() == pytest.approx([0.8])
+
+
+def test_piece_is_kept_when_no_tile_detected_the_whole_product():
+    # Tile 1's window holds the product at 100-140 whole, but its detector missed it: the piece
+    # tile 0 saw is all there is, and it stays.
+    b, _ = _merge([[(100, 10, 120, 60, 0.9)], []])
+    assert b == [[100, 10, 120, 60]]
+
+
+def test_predictor_scales_the_cut_margin_with_each_tiles_resize(monkeypatch):
+    import gaussian_retina.inference.predictor as predictor_module
+
+    _, model = _random_model()
+    image = (np.random.default_rng(0).random((300, 500, 3)) * 255).astype(np.uint8)
+    seen = {}
+    real = predictor_module.merge_tile_detections
+
+    def spy(*args, **kw):
+        seen.update(kw)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(predictor_module, "merge_tile_detections", spy)
+    ShelfPredictor(model=model, test_size=(96, 128), tiling=(200, 240))([image])
+    # Tiles of 200x240 read at 96x115: 200 / 96 photo pixels per input pixel, two of them.
+    assert seen["edge_margin"] == pytest.approx([2 * 200 / 96] * 6)
+
+
 def test_products_inside_one_tile_are_unaffected():
     dets0 = [(10, 10, 40, 60, 0.9), (42, 10, 70, 60, 0.85)]  # touching neighbours
     dets1 = [(150, 20, 190, 90, 0.3)]
@@ -176,19 +240,20 @@ def test_grids_cover_the_photo_with_equal_tiles_and_overlap():
     assert covered.all()
     xs = sorted({w[0] for w in grid.windows})
     assert all(b - a <= 500 - 100 for a, b in zip(xs, xs[1:]))
-    # The auto rule: a photo at the training scale is one pass; a denser, large one is tiled.
-    small = auto_tile_grid(
-        (192, 256), input_size=(192, 256), products_per_photo=300, products_per_train_image=80
-    )
-    assert small.num_tiles == 1
-    big = auto_tile_grid(
-        (3000, 4000), input_size=(192, 256), products_per_photo=300, products_per_train_image=80
-    )
-    assert big.num_tiles == 4 and big.windows[-1][2:] == (4000, 3000)
-    same = auto_tile_grid(
-        (3000, 4000), input_size=(192, 256), products_per_photo=80, products_per_train_image=80
-    )
-    assert same.num_tiles == 1
+    # The auto rule, from the products' size: at the training scale (25 input pixels), one
+    # pass; a 4000x3000 photo read at 256x192 shows 100-px products at 6.4 input pixels, so
+    # tiles about 4 times smaller, overlapping by 1.5 products.
+    kw = dict(input_size=(192, 256), train_product_side=25.0)
+    assert auto_tile_grid((192, 256), product_side=25.0, **kw).num_tiles == 1
+    assert auto_tile_grid((2448, 3264), product_side=500.0, **kw).num_tiles == 1  # tobacco-like
+    assert auto_tile_grid((3000, 4000), product_side=None, **kw).num_tiles == 1  # nothing seen
+    big = auto_tile_grid((3000, 4000), product_side=100.0, **kw)
+    th, tw = big.tile_size
+    assert (th, tw) == (math.ceil(3000 / 3.90625) + 150, math.ceil(4000 / 3.90625) + 150)
+    assert big.num_tiles == 16 and big.windows[-1][2:] == (4000, 3000)
+    # Never past the photo's own resolution: a 600x800 photo is tiled at most to the input size.
+    small_photo = auto_tile_grid((600, 800), product_side=10.0, **kw)
+    assert small_photo.tile_size == (min(600, 192 + 15), min(800, 256 + 15))
     assert parse_tiling("1024x768") == (768, 1024) and parse_tiling("OFF") == "off"
     with pytest.raises(ValueError, match="WxH"):
         parse_tiling("big")
@@ -244,9 +309,21 @@ def test_predictor_tiles_batches_and_caps():
         assert np.all(np.diff(p.scores) <= 0)
         # The stitched map covers the photo at the tiles' common stride.
         assert p.gaussian_map.shape == (np.ceil(h / p.map_stride), np.ceil(w / p.map_stride))
-    rescored = ShelfPredictor(model=model, test_size=(96, 128), tiling="off", rescore_alpha=1.0)
-    plain = ShelfPredictor(model=model, test_size=(96, 128), tiling="off", rescore_alpha=0.0)
-    assert rescored([image])[0].scores.max() <= plain([image])[0].scores.max() + 1e-6
+
+def test_rescoring_multiplies_each_score_by_the_map_at_its_centre():
+    _, model = _random_model()
+    image = (np.random.default_rng(0).random((300, 500, 3)) * 255).astype(np.uint8)
+    kw = dict(model=model, test_size=(96, 128), tiling="off", max_detections=1000)
+    plain = ShelfPredictor(rescore_alpha=0.0, **kw)([image])[0]
+    rescored = ShelfPredictor(rescore_alpha=0.5, **kw)([image])[0]
+    factor = map_at_centres(
+        torch.as_tensor(plain.gaussian_map), torch.as_tensor(plain.boxes), plain.map_stride
+    ).numpy() ** 0.5
+    expected = {tuple(b): s * f for b, s, f in zip(plain.boxes.round(2), plain.scores, factor)}
+    got = {tuple(b): s for b, s in zip(rescored.boxes.round(2), rescored.scores)}
+    assert got.keys() == expected.keys() and len(got) > 50
+    np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-5)
+    assert len(set(np.round(factor, 3))) > 5  # the map differs between boxes: a real test
 
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real shelf data not found at {SHARED_DATA}")
@@ -274,14 +351,12 @@ def test_predict_command_skips_a_truncated_photo(tmp_path, capfd):
             "cpu",
             "--count-threshold",
             "0.01",
+            "--conf",
+            "0",
             "--peak-threshold",
             "0.5",
             "--tiling",
-            "auto",
-            "--train-products-per-image",
-            "80",
-            "--products-per-photo",
-            "300",
+            "1600x1155",
             "--overlay",
             "--overlay-max-side",
             "256",
@@ -304,11 +379,12 @@ def test_predict_command_skips_a_truncated_photo(tmp_path, capfd):
     assert photo["image_size"] == [1155, 2816] and "tiles" in photo["tiling"]
     rows = read_detections_csv(out / "detections/good.csv")
     assert len(rows) == photo["detections"] > 0
-    assert photo["count"]["detections"] == sum(r["score"] >= 0.01 for r in rows)
+    # Counted over every merged detection, not only the 300 written.
+    assert photo["count"]["detections"] >= sum(r["score"] > 0.0101 for r in rows)  # 4 decimals
     assert set(read_coco_results(out / "coco_results.json")) == {"good.jpg"}
     assert (out / "overlays/good.png").stat().st_size > 0
     counts = (out / "counts.csv").read_text().splitlines()
-    assert counts[0] == "image_name,detections,map_mass,map_peaks" and counts[1].startswith(
+    assert counts[0] == "image_name,detections,map_mass,map_peaks,products" and counts[1].startswith(
         "good.jpg,"
     )
     assert len(counts) == 2
@@ -341,3 +417,28 @@ def test_batching_does_not_change_results():
     for a, b in zip(one(images), four(images)):
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
         np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+
+
+def test_auto_tiling_decides_from_a_probe_of_the_photos_centre():
+    _, model = _random_model()
+    image = (np.random.default_rng(2).random((600, 800, 3)) * 255).astype(np.uint8)
+    kw = dict(model=model, test_size=(96, 128), max_detections=1000)
+    fine = ShelfPredictor(tiling="auto", train_product_side=1000.0, **kw)
+    # Read whole at 96x128, the photo shrinks 6.25 times; the probe is its centre, 3 times less.
+    window = fine.probe_window((600, 800))
+    assert window == (266, 200, 533, 400)
+    assert fine.probe_window((140, 180)) is None  # shrunk 1.46 times: nothing to tile for
+    probe = fine._predict([TileGrid((600, 800), (window,))], [image])[0]
+    side = probe_product_side(probe)
+    assert side is not None and side > 0
+    # Products far smaller than the training scale: tiled, on the grid the probe's size gives.
+    out = fine([image])[0]
+    expected = auto_tile_grid(
+        (600, 800), input_size=(96, 128), product_side=side, train_product_side=1000.0
+    )
+    assert out.grid == expected and out.grid.num_tiles > 1
+    # Products at the training scale or larger: one pass, as "off".
+    coarse = ShelfPredictor(tiling="auto", train_product_side=1.0, **kw)([image])[0]
+    off = ShelfPredictor(tiling="off", **kw)([image])[0]
+    assert coarse.grid.num_tiles == 1
+    np.testing.assert_array_equal(coarse.boxes, off.boxes)

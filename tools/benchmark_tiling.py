@@ -1,36 +1,26 @@
 #!/usr/bin/env python3
 """
-Sliced inference on real photos at full resolution: our tiled predictor against a single resized
-pass and against SAHI (PyPI ``sahi``, its Detectron2 wrapper on the same model), on the 24
-TobaccoShelves photos (AP, AP50, AP75, AR300 with DenseCOCOEvaluator at 300 detections) and the
-4 SKU-110K photos (time only: no boxes). Writes a Markdown table (results/tiling_benchmark.md).
+Tiled inference where it matters: ``--tiling auto`` against a single resized pass (``off``) and
+against SAHI (PyPI ``sahi``, its Detectron2 wrapper on the same model, on the same tiles and
+overlap that ``auto`` chose for each photo), on synthetic_shelves_val_large (12 phone-photo-sized
+scenes of 300-600 products) and the 24 TobaccoShelves photos. AP, AP50, AP75, AR300 with
+DenseCOCOEvaluator at 300 detections per photo (the command's default cap; the large scenes hold
+more products than that, which caps their AR), tiles per photo and seconds per photo. Writes a
+Markdown table:
 
-SAHI is not a dependency of gaussian_retina; run this from the peers' virtualenv, which sees the
-system torch and detectron2 (see tools/benchmark_yolo_peer.py):
+    python tools/benchmark_tiling.py --config-file configs/synthetic/gln_R18.yaml \
+        --weights output/quickstart/model_final.pth --table results/tiling.md
 
-    ~/venv-peers/bin/pip install sahi
-    ~/venv-peers/bin/python \\
-        tools/benchmark_tiling.py --config-file configs/synthetic/gln_R18.yaml \\
-        --weights output/reproduction/gln_R18/seed0/model_final.pth \\
-        --table results/tiling_benchmark.md
-
-Methods (``--methods``):
-  single   one pass over the photo resized to the test size (``--tiling off``);
-  auto     ``--tiling auto`` with the command's default prior (150 products per photo);
-  dense    ``--tiling auto`` with the prior at the issue's upper end (``--dense-prior``, 300);
-  sahi     SAHI ``get_sliced_prediction`` on the same tiles as ``dense`` (same tile size and
-           overlap ratio), with its defaults otherwise: a full-photo pass added
-           (perform_standard_pred), GREEDYNMM merge on IOS 0.5, one slice at a time;
-  sahi_tiles  the same without SAHI's full-photo pass: the tiles only, as ``dense``.
-Each method is warmed up on one photo before it is timed; times cover prediction on the decoded
-photo, one photo per call (decoding is the same for all and is reported once). The machine's load
-drifts: methods take turns photo by photo in a rotated order, ``--rounds`` times, and a photo's
-time is its median over the rounds. Our predictor's time includes the Gaussian branch (it rescores
-the detections by default); SAHI runs Detectron2's DefaultPredictor, without it.
+SAHI is not a dependency of gaussian_retina; run it with a Python that has ``sahi`` (a virtualenv
+made with --system-site-packages sees torch and detectron2), or leave ``sahi`` out of
+``--methods``. SAHI runs Detectron2's DefaultPredictor (no Gaussian-map rescoring): the row
+"auto, plain scores" is ours without the rescoring, for a like-for-like comparison. Times cover
+prediction on the decoded photo, one photo per call, after one warm-up photo; ours include
+``auto``'s probe pass.
 """
 
 import argparse
-import logging
+import hashlib
 import os
 import time
 
@@ -39,26 +29,21 @@ import torch
 from detectron2.data import DatasetCatalog
 from detectron2.utils.logger import setup_logger
 
-from gaussian_retina.engine import get_project_cfg
-from gaussian_retina.shelves import configure_shelf_datasets
 from gaussian_retina.data.image_reader import read_shelf_image
-from gaussian_retina.evaluation.benchmark import subset
-from gaussian_retina.inference import ShelfPredictor, find_images, products_per_image
+from gaussian_retina.engine import get_project_cfg
+from gaussian_retina.inference import ShelfPredictor, training_product_side
 from gaussian_retina.inference.evaluate import (
-    predict_records,
     register_labelled_photos,
     score_detections,
     write_table,
 )
+from gaussian_retina.shelves import configure_shelf_datasets
 
-logger = logging.getLogger("gaussian_retina.benchmark_tiling")
 TOBACCO = "tobacco_shelves_24_tiling"
 
 
-def build_cfg(config_file, weights):
-    cfg = get_project_cfg(config_file, ["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu"])
-    cfg.freeze()
-    return cfg
+def _key(image):
+    return hashlib.sha1(image[::97, ::89].tobytes()).hexdigest() + str(image.shape)
 
 
 def sahi_model(cfg):
@@ -82,12 +67,13 @@ def sahi_model(cfg):
 
 
 def sahi_predict_fn(model, grid_for, standard_pred=True):
+    """SAHI on the tiles ``grid_for(image)`` gives (its tile size and overlap)."""
     from sahi.predict import get_sliced_prediction
 
     def predict(images):
         out = []
         for image in images:  # SAHI takes one photo at a time
-            grid = grid_for(image.shape[:2])
+            grid = grid_for(image)
             th, tw = grid.tile_size
             # Our grid spreads its tiles evenly; SAHI takes the overlap as a ratio of the tile.
             cols, rows = sorted({w[0] for w in grid.windows}), sorted({w[1] for w in grid.windows})
@@ -116,11 +102,25 @@ def sahi_predict_fn(model, grid_for, standard_pred=True):
     return predict
 
 
-def ours_predict_fn(predictor):
+def ours_predict_fn(predictor, grids):
     def predict(images):
-        return [(p.boxes, p.scores, p.classes) for p in predictor(images)]
+        preds = predictor(images)
+        for image, p in zip(images, preds):
+            grids[_key(image)] = p.grid  # SAHI then slices the photo as auto did
+        return [(p.boxes, p.scores, p.classes) for p in preds]
 
     return predict
+
+
+def run(fn, records, fmt):
+    """Detections per record, and seconds per photo (prediction only)."""
+    images = (read_shelf_image(r, fmt) for r in records)
+    dets, seconds = [], []
+    for image in images:
+        t0 = time.perf_counter()
+        dets.extend(fn([image]))
+        seconds.append(time.perf_counter() - t0)
+    return dets, float(np.mean(seconds))
 
 
 def main():
@@ -128,135 +128,70 @@ def main():
     p.add_argument("--config-file", required=True)
     p.add_argument("--weights", required=True)
     p.add_argument("--tobacco-root", default="../shared/data/tobacco_shelves")
-    p.add_argument("--sku-root", default="../shared/data/sku110k_photos")
-    p.add_argument(
-        "--methods", nargs="+", default=["single", "auto", "dense", "sahi", "sahi_tiles"]
-    )
-    p.add_argument("--dense-prior", type=float, default=300.0)
-    p.add_argument("--reference-dataset", default="synthetic_shelves_val")
-    p.add_argument(
-        "--num-threads",
-        type=int,
-        default=1,
-        help="1: the machine's other core is busy; more threads then slow PyTorch down",
-    )
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--max-images", type=int, default=0)
-    p.add_argument("--rounds", type=int, default=3, help="timing rounds (median per photo)")
+    p.add_argument("--large", default="synthetic_shelves_val_large")
+    p.add_argument("--methods", nargs="+", default=["off", "auto", "auto_plain", "sahi_tiles", "sahi"])
+    p.add_argument("--num-threads", type=int, default=2)
     p.add_argument("--table", help="write the Markdown table here")
     args = p.parse_args()
     setup_logger(name="gaussian_retina")
     torch.set_num_threads(args.num_threads)
-    cfg = build_cfg(args.config_file, args.weights)
+    cfg = get_project_cfg(args.config_file, ["MODEL.WEIGHTS", args.weights, "MODEL.DEVICE", "cpu"])
+    cfg.freeze()
+    register_labelled_photos(TOBACCO, args.tobacco_root)
+    scale_set = cfg.DATASETS.TEST[0]
+    configure_shelf_datasets(cfg, [scale_set, args.large, TOBACCO])
+    train_side = training_product_side(scale_set, (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST))
     load_before = os.getloadavg()
 
-    register_labelled_photos(TOBACCO, args.tobacco_root)
-    configure_shelf_datasets(cfg, [args.reference_dataset, TOBACCO])  # cfg's dataset options
-    name = subset(TOBACCO, args.max_images)  # the first images only, for smoke runs
-    tobacco = DatasetCatalog.get(name)
-    sku = [{"file_name": f, "apply_exif": True} for f in find_images([args.sku_root])]
-    train_density = products_per_image(args.reference_dataset)
-
-    t0 = time.perf_counter()
-    for r in tobacco + sku:
-        read_shelf_image(r, cfg.INPUT.FORMAT)
-    decode = (time.perf_counter() - t0) / len(tobacco + sku)
-
-    def ours(tiling, prior):
-        return ShelfPredictor(
-            cfg,
-            tiling=tiling,
-            products_per_photo=prior,
-            products_per_train_image=train_density,
-            batch_size=args.batch_size,
-            with_map=False,
-        )
-
-    dense = ours("auto", args.dense_prior)
-    methods = []
-    for method in args.methods:
-        if method == "single":
-            predictor = ours("off", 150.0)
-            fn, label = ours_predict_fn(predictor), "single resized pass (`--tiling off`)"
-        elif method == "auto":
-            predictor = ours("auto", 150.0)
-            fn, label = (
-                ours_predict_fn(predictor),
-                "ours, `--tiling auto` (prior 150 products/photo)",
-            )
-        elif method == "dense":
-            predictor = dense
-            fn, label = (
-                ours_predict_fn(predictor),
-                f"ours, `--tiling auto --products-per-photo {args.dense_prior:g}`",
-            )
-        elif method == "sahi":
-            predictor = dense
-            fn, label = (
-                sahi_predict_fn(sahi_model(cfg), dense.grid_for),
-                "SAHI 0.12 (Detectron2 wrapper), same tiles as `dense`, plus its full-photo pass",
-            )
-        elif method == "sahi_tiles":
-            predictor = dense
-            fn = sahi_predict_fn(sahi_model(cfg), dense.grid_for, standard_pred=False)
-            label = "SAHI, same tiles, without its full-photo pass (`perform_standard_pred=False`)"
-        else:
-            raise SystemExit(f"unknown method {method!r}")
-        methods.append((method, label, fn, predictor))
-
-    # Accuracy: one pass per method over the tobacco photos.
+    grids = {}
+    labels = {
+        "off": "single resized pass (`--tiling off`)",
+        "auto": "`--tiling auto` (the default)",
+        "auto_plain": "`--tiling auto`, plain scores (`--rescore-alpha 0`)",
+        "sahi_tiles": "SAHI, auto's tiles and overlap, no full-photo pass",
+        "sahi": "SAHI, auto's tiles and overlap, plus its full-photo pass",
+    }
     rows = []
-    for method, label, fn, predictor in methods:
-        dets, _ = predict_records(fn, tobacco, cfg.INPUT.FORMAT, 1)
-        metrics = score_detections(name, dets, cfg.TEST.DETECTIONS_PER_IMAGE)
-        tiles_t = np.mean(
-            [predictor.grid_for((r["height"], r["width"])).num_tiles for r in tobacco]
-        )
-        tiles_s = np.mean(
-            [predictor.grid_for(read_shelf_image(r, "BGR").shape[:2]).num_tiles for r in sku]
-        )
-        rows.append(dict(key=method, method=label, tiles_t=tiles_t, tiles_s=tiles_s, **metrics))
-        logger.info(f"{method}: {rows[-1]}")
+    for dataset in (args.large, TOBACCO):
+        records = DatasetCatalog.get(dataset)
+        for method in args.methods:
+            if method.startswith("sahi"):
+                model = sahi_model(cfg)
+                fn = sahi_predict_fn(model, lambda im: grids[_key(im)], method == "sahi")
+            else:
+                predictor = ShelfPredictor(
+                    cfg,
+                    tiling="off" if method == "off" else "auto",
+                    train_product_side=train_side,
+                    with_map=False,
+                    **({"rescore_alpha": 0.0} if method == "auto_plain" else {}),
+                )
+                fn = ours_predict_fn(predictor, grids if method == "auto" else {})
+            fn([read_shelf_image(records[0], cfg.INPUT.FORMAT)])  # warm-up
+            dets, sec = run(fn, records, cfg.INPUT.FORMAT)
+            tiles = np.mean([grids[_key(read_shelf_image(r, cfg.INPUT.FORMAT))].num_tiles for r in records]) if method != "off" else 1.0
+            metrics = score_detections(dataset, dets, cfg.TEST.DETECTIONS_PER_IMAGE)
+            rows.append(dict(dataset=dataset, method=labels[method], sec=sec, tiles=tiles, **metrics))
+            print(rows[-1], flush=True)
 
-    # Time: the load on this machine drifts, so methods take turns photo by photo, in a rotated
-    # order each round, and each photo's time is its median over the rounds.
-    images = [read_shelf_image(r, cfg.INPUT.FORMAT) for r in tobacco + sku]
-    for _, _, fn, _ in methods:
-        fn(images[:1])  # warm-up
-    times = np.zeros((len(methods), len(images), args.rounds))
-    for k in range(args.rounds):
-        for i, image in enumerate(images):
-            for j in np.roll(np.arange(len(methods)), i + k):
-                t0 = time.perf_counter()
-                methods[j][2]([image])
-                times[j, i, k] = time.perf_counter() - t0
-        logger.info(f"timing round {k + 1}/{args.rounds} done")
-    per_photo = np.median(times, axis=2)
-    for row, t in zip(rows, per_photo):
-        row["sec_t"], row["sec_s"] = t[: len(tobacco)].mean(), t[len(tobacco) :].mean()
-
-    load_after = os.getloadavg()
     lines = [
-        "| method | tiles/photo (tobacco, SKU) | s/photo tobacco (24) | s/photo SKU-110K (4) | "
-        "tobacco AP | AP50 | AP75 | AR300 |",
+        "| set | method | tiles/photo | s/photo | AP | AP50 | AP75 | AR300 |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['method']} | {r['tiles_t']:.1f}, {r['tiles_s']:.1f} | {r['sec_t']:.2f} | "
-            f"{r['sec_s']:.2f} | {r['AP']:.1f} | {r['AP50']:.1f} | {r['AP75']:.1f} | "
-            f"{r['AR300']:.1f} |"
+            f"| {r['dataset']} | {r['method']} | {r['tiles']:.1f} | {r['sec']:.2f} | {r['AP']:.1f} | "
+            f"{r['AP50']:.1f} | {r['AP75']:.1f} | {r['AR300']:.1f} |"
         )
     lines += [
         "",
-        f"Decoding a photo (not in the times): {decode:.2f} s on average. PyTorch threads: "
-        f"{args.num_threads}. Times: median of {args.rounds} interleaved rounds per photo, mean "
-        "over photos. Load average (1, 5, 15 min) before: "
+        f"Training scale: median product side {train_side:.1f} input pixels ({scale_set} at "
+        f"{cfg.INPUT.MIN_SIZE_TEST}x{cfg.INPUT.MAX_SIZE_TEST}). PyTorch threads "
+        f"{args.num_threads}; load average before "
         + ", ".join(f"{v:.2f}" for v in load_before)
-        + "; after: "
-        + ", ".join(f"{v:.2f}" for v in load_after)
-        + f". Training products per image "
-        f"({args.reference_dataset}): {train_density:.1f}.",
+        + ", after "
+        + ", ".join(f"{v:.2f}" for v in os.getloadavg())
+        + ".",
     ]
     write_table(lines, args.table)
 

@@ -20,7 +20,7 @@ rescoring happens per tile, before the merge.
 from detectron2.data import DatasetCatalog
 
 from gaussian_retina.engine.benchmark import load_average
-from gaussian_retina.inference import ShelfPredictor, products_per_image
+from gaussian_retina.inference import ShelfPredictor, training_product_side
 from gaussian_retina.inference.evaluate import (
     photo_experiment_cfg,
     photo_experiment_parser,
@@ -43,9 +43,9 @@ def main():
     load_before = load_average()
     register_labelled_photos(TOBACCO, args.tobacco_root)
     configure_shelf_datasets(cfg, [args.val, TOBACCO])  # cfg's bad-input policy and COCO cache
-    density = products_per_image(args.val)
+    test_size = (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
     predictor = ShelfPredictor(
-        cfg, tiling="auto", products_per_photo=150.0, products_per_train_image=density
+        cfg, tiling="auto", train_product_side=training_product_side(args.val, test_size)
     )
 
     lines = [

@@ -6,6 +6,8 @@ parsing over these), and export of the RetinaNet family to TorchScript and ONNX
 """
 
 from .counting import (
+    DEFAULT_COUNT_THRESHOLD,
+    DEFAULT_PEAK_THRESHOLD,
     calibrate_threshold,
     count_detections,
     count_errors,
@@ -22,17 +24,30 @@ from .export import (
     run_pytorch,
     run_torchscript,
 )
-from .predictor import Prediction, ShelfPredictor, map_at_centres, stitch_maps
+from .calibration import calibrate_counts, calibration_cache_dir
+from .predictor import Prediction, ShelfPredictor, map_at_centres, probe_product_side, stitch_maps
+from .run_outputs import RunOutputs, SettingsMismatchError
 from .runner import (
-    calibrate_counts,
     find_images,
+    input_root,
+    output_names,
+    photo_counts,
     products_per_image,
     run_prediction,
+    training_product_side,
 )
-from .tiling import TileGrid, auto_tile_grid, fixed_tile_grid, merge_tile_detections, parse_tiling
+from .tiling import (
+    TileGrid,
+    auto_tile_grid,
+    fixed_tile_grid,
+    merge_tile_detections,
+    parse_tiling,
+    single_pass_scale,
+)
 from .writers import (
     CSV_COLUMNS,
     CocoResultsWriter,
+    detections_csv_rows,
     read_coco_results,
     read_detections_csv,
     write_detections_csv,

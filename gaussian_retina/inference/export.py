@@ -41,6 +41,7 @@ import torch
 from detectron2.data import transforms as T
 from detectron2.export import TracingAdapter
 from detectron2.modeling import RetinaNet
+from detectron2.structures import Boxes, pairwise_iou
 from torch import nn
 
 from ..baselines import SoftIoURetinaNet
@@ -204,16 +205,6 @@ def run_pytorch(model: nn.Module, image: torch.Tensor) -> Detections:
         return _numpy(_detections(model, torch.as_tensor(image)))
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, M) IoU of XYXY boxes."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(-1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
-
-
 def compare_detections(reference: Detections, other: Detections) -> dict:
     """
     How far ``other`` is from ``reference``: each reference box is matched to the other's box
@@ -238,7 +229,10 @@ def compare_detections(reference: Detections, other: Detections) -> dict:
     if len(boxes) == 0 or len(o_boxes) == 0:
         result["min_iou"] = 1.0 if len(boxes) == len(o_boxes) else 0.0
         return result
-    iou = _iou(boxes.astype(np.float64), o_boxes.astype(np.float64))
+    iou = pairwise_iou(
+        Boxes(torch.as_tensor(boxes, dtype=torch.float64)),
+        Boxes(torch.as_tensor(o_boxes, dtype=torch.float64)),
+    ).numpy()
     match = iou.argmax(1)
     result.update(
         min_iou=float(iou[np.arange(len(boxes)), match].min()),

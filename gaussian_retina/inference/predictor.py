@@ -17,13 +17,28 @@ from detectron2.modeling import build_model
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.modeling.postprocessing import detector_postprocess
 
-from .tiling import TileGrid, auto_tile_grid, fixed_tile_grid, merge_tile_detections
+from .tiling import (
+    TileGrid,
+    auto_tile_grid,
+    fixed_tile_grid,
+    merge_tile_detections,
+    single_pass_scale,
+)
 
-__all__ = ["DEFAULT_RESCORE_ALPHA", "Prediction", "ShelfPredictor"]
+__all__ = ["DEFAULT_RESCORE_ALPHA", "Prediction", "ShelfPredictor", "probe_product_side"]
 
 # score * map(box centre) ** 0.5 raised AP on synthetic_shelves_val (35.5 -> 36.3) and, barely, on
 # the tobacco photos (14.5 -> 14.6): results/rescoring_experiment.md.
 DEFAULT_RESCORE_ALPHA = 0.5
+
+# A box edge within this many *input* pixels of a tile's inner edge counts as cut by it: the
+# detector's box edges are as precise as its input, whatever the tile's size in the photo.
+EDGE_MARGIN_INPUT_PIXELS = 2.0
+
+# "auto" tiling's probe looks at the photo's centre this many times larger than a single pass.
+# 3: products too small for a single pass by up to 3x appear at their training scale there, and
+# products at the training scale appear 3x larger, still well inside what the model finds.
+PROBE_ZOOM = 3.0
 
 
 @dataclass
@@ -37,6 +52,9 @@ class Prediction:
     grid: TileGrid
     gaussian_map: Optional[np.ndarray] = None  # (ceil(H / map_stride), ceil(W / map_stride))
     map_stride: float = 0.0  # photo pixels per map pixel
+    # (M,) scores of every merged detection, M >= N, before the photo's detection cap: counts
+    # are taken on these, so that a photo of more products than the cap is not undercounted.
+    all_scores: Optional[np.ndarray] = None
 
 
 class ShelfPredictor:
@@ -61,8 +79,7 @@ class ShelfPredictor:
         input_format: str = "BGR",
         test_size: Tuple[int, int] = (800, 1333),
         tiling="auto",
-        products_per_photo: float = 150.0,
-        products_per_train_image: Optional[float] = None,
+        train_product_side: Optional[float] = None,
         max_detections: int = 300,
         nms_thresh: float = 0.5,
         batch_size: int = 4,
@@ -74,10 +91,13 @@ class ShelfPredictor:
             model: a Detectron2 model in eval mode, weights loaded.
             test_size: (short, long) test input size: each tile is resized by
                 ``ResizeShortestEdge(short, long)``, as the model was evaluated.
-            tiling: "off", "auto" (:func:`auto_tile_grid`) or (h, w), a tile size in photo pixels
-                (neighbouring tiles then overlap by a fifth of a tile).
-            products_per_photo: the prior of :func:`auto_tile_grid`.
-            products_per_train_image: products in a training image, for "auto".
+            tiling: "off", "auto" or (h, w), a tile size in photo pixels (neighbouring tiles then
+                overlap by a fifth of a tile). "auto" first predicts one tile at the photo's
+                centre (the probe, :meth:`probe_window`); the median size of the products found
+                there gives the grid of :func:`auto_tile_grid`: one pass when they are near
+                ``train_product_side``, or tiles that bring them to it.
+            train_product_side: median product side of the training images in input pixels
+                (:func:`~.runner.training_product_side`), for "auto".
             max_detections: detections kept per photo, after the merge.
             nms_thresh: IoU of the NMS between tiles.
             with_map: also return the Gaussian map (models with a ``gaussian_branch``).
@@ -86,15 +106,14 @@ class ShelfPredictor:
                 (results/rescoring_experiment.md); needs a Gaussian branch. None:
                 :data:`DEFAULT_RESCORE_ALPHA` for models with the branch, 0 for others.
         """
-        if tiling == "auto" and not products_per_train_image:
-            raise ValueError("tiling 'auto' needs products_per_train_image (the training scale)")
+        if tiling == "auto" and not train_product_side:
+            raise ValueError("tiling 'auto' needs train_product_side (the training scale)")
         self.model = model
         self.input_format = input_format
         self.test_size = (int(test_size[0]), int(test_size[1]))
         self.resize = T.ResizeShortestEdge(self.test_size[0], self.test_size[1])
         self.tiling = tiling
-        self.products_per_photo = products_per_photo
-        self.products_per_train_image = products_per_train_image
+        self.train_product_side = train_product_side
         self.max_detections = max_detections
         self.nms_thresh = nms_thresh
         self.batch_size = max(1, int(batch_size))
@@ -129,23 +148,69 @@ class ShelfPredictor:
         ret.update(kwargs)
         return ret
 
-    def grid_for(self, image_size) -> TileGrid:
+    def settings(self) -> dict:
+        """What its predictions depend on, beside the model's weights (a cache key's part)."""
+        return {
+            "test_size": list(self.test_size),
+            "tiling": self.tiling if isinstance(self.tiling, str) else list(self.tiling),
+            "train_product_side": self.train_product_side,
+            "max_detections": self.max_detections,
+            "nms_thresh": self.nms_thresh,
+            "rescore_alpha": self.rescore_alpha,
+            "input_format": self.input_format,
+        }
+
+    def grid_for(self, image_size, product_side: Optional[float] = None) -> TileGrid:
+        """The tiles of a photo; for "auto", from its products' side (photo pixels)."""
         H, W = int(image_size[0]), int(image_size[1])
-        if self.tiling == "off":
+        if self.tiling == "off" or (self.tiling == "auto" and product_side is None):
             return TileGrid((H, W), ((0, 0, W, H),))
         if self.tiling == "auto":
             return auto_tile_grid(
                 (H, W),
                 input_size=self.test_size,
-                products_per_photo=self.products_per_photo,
-                products_per_train_image=self.products_per_train_image,
+                product_side=product_side,
+                train_product_side=self.train_product_side,
             )
         th, tw = self.tiling
         return fixed_tile_grid((H, W), (th, tw), (th // 5, tw // 5))
 
+    def probe_window(self, image_size) -> Optional[Tuple[int, int, int, int]]:
+        """
+        The window of "auto"'s probe: the photo's centre, PROBE_ZOOM times smaller than the
+        photo (less where that would upsample it), or None for a photo too small to tile.
+
+        A single pass cannot be the probe: on a photo whose products it shrinks below what the
+        model resolves, it finds boxes over whole groups of products, and these look large. In
+        the zoomed centre the same products appear PROBE_ZOOM times larger, at a size the model
+        does resolve whenever tiling would help.
+        """
+        H, W = int(image_size[0]), int(image_size[1])
+        zoom = min(PROBE_ZOOM, 1.0 / single_pass_scale((H, W), self.test_size))
+        if zoom < 1.5:
+            return None
+        h, w = int(math.ceil(H / zoom)), int(math.ceil(W / zoom))
+        y0, x0 = (H - h) // 2, (W - w) // 2
+        return (x0, y0, x0 + w, y0 + h)
+
     @torch.no_grad()
     def __call__(self, images: List[np.ndarray]) -> List[Prediction]:
-        grids = [self.grid_for(im.shape[:2]) for im in images]
+        sides = [None] * len(images)
+        if self.tiling == "auto":
+            probes = [(i, self.probe_window(im.shape[:2])) for i, im in enumerate(images)]
+            probes = [(i, win) for i, win in probes if win is not None]
+            if probes:
+                found = self._predict(
+                    [TileGrid(images[i].shape[:2], (win,)) for i, win in probes],
+                    [images[i] for i, _ in probes],
+                )
+                for (i, _), pred in zip(probes, found):
+                    sides[i] = probe_product_side(pred)
+        grids = [self.grid_for(im.shape[:2], side) for im, side in zip(images, sides)]
+        return self._predict(grids, images)
+
+    @torch.no_grad()
+    def _predict(self, grids: List[TileGrid], images: List[np.ndarray]) -> List[Prediction]:
         jobs = [(i, win) for i, g in enumerate(grids) for win in g.windows]
         # Only tiles of one size share a batch: padding a smaller one to the batch's size would
         # change its result (GroupNorm's statistics, in the FPN and head, include the padding).
@@ -164,7 +229,7 @@ class ShelfPredictor:
                 for k, out in zip(chunk, self._run_tiles(crops)):
                     tile_out[k] = out
         results, k = [], 0
-        for im, grid in zip(images, grids):
+        for grid in grids:
             outs = tile_out[k : k + grid.num_tiles]
             k += grid.num_tiles
             results.append(self._merge(grid, outs))
@@ -174,7 +239,7 @@ class ShelfPredictor:
         """
         Returns:
             per crop: (Instances in the crop's pixels, map (h', w') or None, the map's stride in
-            the crop's pixels).
+            the crop's pixels, the crop's pixels per input pixel).
         """
         inputs, strides = [], []
         for crop in crops:
@@ -190,7 +255,7 @@ class ShelfPredictor:
             strides.append(h / image.shape[0])
         instances, maps = self._forward(inputs)
         s = getattr(self.model, "gaussian_stride", 1)
-        return [(r, m, s * f) for r, m, f in zip(instances, maps, strides)]
+        return [(r, m, s * f, f) for r, m, f in zip(instances, maps, strides)]
 
     def _forward(self, inputs):
         model = self.model
@@ -216,8 +281,8 @@ class ShelfPredictor:
         return instances, maps
 
     def _merge(self, grid: TileGrid, outs) -> Prediction:
-        boxes, scores, classes = [], [], []
-        for inst, gmap, stride in outs:
+        boxes, scores, classes, margins = [], [], [], []
+        for inst, gmap, stride, pixels_per_input in outs:
             inst = inst.to("cpu")
             b, sc = inst.pred_boxes.tensor, inst.scores
             if self.rescore_alpha > 0 and gmap is not None:
@@ -225,6 +290,7 @@ class ShelfPredictor:
             boxes.append(b)
             scores.append(sc)
             classes.append(inst.pred_classes)
+            margins.append(EDGE_MARGIN_INPUT_PIXELS * pixels_per_input)
         b, s, c, _ = merge_tile_detections(
             boxes,
             scores,
@@ -232,14 +298,32 @@ class ShelfPredictor:
             grid.windows,
             grid.image_size,
             nms_thresh=self.nms_thresh,
-            max_detections=self.max_detections,
+            max_detections=None,
+            edge_margin=margins,
         )
-        pred = Prediction(b.numpy(), s.numpy(), c.numpy(), grid.image_size, grid)
+        n = self.max_detections
+        pred = Prediction(
+            b[:n].numpy(), s[:n].numpy(), c[:n].numpy(), grid.image_size, grid, all_scores=s.numpy()
+        )
         if self.return_map and outs and outs[0][1] is not None:
             pred.gaussian_map, pred.map_stride = stitch_maps(
-                [(m.float().cpu().numpy(), st) for _, m, st in outs], grid
+                [(m.float().cpu().numpy(), st) for _, m, st, _ in outs], grid
             )
         return pred
+
+
+def probe_product_side(pred: Prediction, min_boxes: int = 5) -> Optional[float]:
+    """
+    The median side (sqrt of the area, photo pixels) of a prediction's confident boxes: those
+    scoring at least half its best score. None when fewer than ``min_boxes`` are confident: the
+    photo's products are then not known well enough to tile for them.
+    """
+    if len(pred.scores) == 0:
+        return None
+    boxes = pred.boxes[pred.scores >= 0.5 * pred.scores.max()]
+    if len(boxes) < min_boxes:
+        return None
+    return float(np.median(np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))))
 
 
 def map_at_centres(gaussian_map: torch.Tensor, boxes: torch.Tensor, stride: float) -> torch.Tensor:

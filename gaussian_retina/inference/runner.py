@@ -3,37 +3,36 @@ A prediction run over folders of photos (the body of ``gaussian-retina-predict``
 reference set that calibrates its counts and gives the training scale.
 """
 
-import csv
 import glob
-import json
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from detectron2.data import DatasetCatalog
+from detectron2.structures import BoxMode
 from tqdm import tqdm  # a dependency of Detectron2
 
 from ..data.image_reader import BadImageError, read_shelf_image
-from .counting import (
-    calibrate_threshold,
-    count_detections,
-    count_map_mass,
-    count_map_peaks,
-)
+from .calibration import calibrate_counts
+from .counting import count_detections, count_map_mass, count_map_peaks
 from .overlay import draw_overlay, save_png
 from .predictor import ShelfPredictor
-from .writers import CocoResultsWriter, write_detections_csv
+from .run_outputs import RunOutputs
+from .tiling import single_pass_scale
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "calibrate_counts",
     "find_images",
+    "input_root",
+    "output_names",
     "photo_counts",
     "products_per_image",
     "run_prediction",
+    "training_product_side",
 ]
 
 logger = logging.getLogger("gaussian_retina.predict")
@@ -71,12 +70,60 @@ def find_images(inputs: Sequence[str]) -> List[str]:
     return list(dict.fromkeys(found))
 
 
+def _root_of(spec: str) -> str:
+    """The folder an input spec's photos are named under."""
+    if os.path.isdir(spec):
+        return spec
+    if os.path.isfile(spec) or not glob.has_magic(spec):
+        return os.path.dirname(spec) or "."
+    head = spec
+    while glob.has_magic(head):
+        head = os.path.dirname(head)
+    return head or "."
+
+
+def input_root(inputs: Sequence[str]) -> str:
+    """The deepest folder holding every input (a folder, a file's folder, a glob's fixed part)."""
+    return os.path.commonpath([os.path.abspath(_root_of(s)) for s in inputs])
+
+
+def output_names(files: Sequence[str], root: str) -> List[Tuple[str, str]]:
+    """
+    Per photo: (name, image name). The image name is its path under ``root`` ("s1/IMG_1.jpg",
+    with "/" on every system); the name is the same without the extension ("s1/IMG_1"), or with
+    it where two photos differ only by their extension. Both are distinct for distinct files,
+    so no output is ever written over another's.
+    """
+    image_names = [Path(os.path.relpath(os.path.abspath(f), root)).as_posix() for f in files]
+    stems = [str(Path(n).with_suffix("")) for n in image_names]
+    repeated = {s for s in stems if stems.count(s) > 1}
+    return [(n if s in repeated else s, n) for s, n in zip(stems, image_names)]
+
+
 def products_per_image(dataset_name: str) -> float:
-    """Mean labelled products per image of a registered dataset (the training scale's density)."""
+    """Mean labelled products per image of a registered dataset."""
     records = DatasetCatalog.get(dataset_name)
     if not records:
         raise ValueError(f"{dataset_name} has no images")
     return float(np.mean([len(r.get("annotations", [])) for r in records]))
+
+
+def training_product_side(dataset_name: str, input_size: Tuple[int, int]) -> float:
+    """
+    The median product side (sqrt of the box area) of a labelled set, in input pixels: each
+    image as the test resize to ``input_size`` (short, long) presents it. For a set at the
+    training scale, the product size the model learned.
+    """
+    records = DatasetCatalog.get(dataset_name)
+    sides = []
+    for r in records:
+        scale = single_pass_scale((r["height"], r["width"]), input_size)
+        for a in r.get("annotations", []):
+            _, _, w, h = BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYWH_ABS)
+            sides.append(np.sqrt(max(w, 0) * max(h, 0)) * scale)
+    if not sides:
+        raise ValueError(f"{dataset_name} has no labelled products")
+    return float(np.median(sides))
 
 
 def photo_counts(
@@ -87,10 +134,14 @@ def photo_counts(
     sigma: float = 40.0,
 ) -> Dict[str, float]:
     """
-    Counts of one :class:`Prediction`: detections at the threshold, and the map's (peaks when
-    ``peak_threshold`` is given, mass) when it has a map.
+    Counts of one :class:`Prediction`: ``products``, the count the command reports, and each
+    method's: detections at the threshold (over all merged detections, not only those under the
+    photo's detection cap), and, with a map, its peaks (when ``peak_threshold`` is given) and
+    its mass. ``products`` is the peaks' count where there is one, else the detections'
+    (:data:`~.counting.DEFAULT_PEAK_THRESHOLD` says why).
     """
-    counts = {"detections": count_detections(pred.scores, count_threshold)}
+    scores = pred.all_scores if pred.all_scores is not None else pred.scores
+    counts = {"detections": count_detections(scores, count_threshold)}
     if pred.gaussian_map is not None:
         confident = pred.boxes[pred.scores >= count_threshold]
         areas = (confident[:, 2] - confident[:, 0]) * (confident[:, 3] - confident[:, 1])
@@ -102,49 +153,8 @@ def photo_counts(
             ),
             1,
         )
+    counts["products"] = counts.get("map_peaks", counts["detections"])
     return counts
-
-
-def calibrate_counts(predictor: ShelfPredictor, dataset_name: str, input_format: str) -> Dict:
-    """
-    Runs ``predictor`` on a labelled set and picks the detection-score threshold (and, for
-    models with a Gaussian branch, the peak height) that minimise count MAE there.
-
-    Returns:
-        {"dataset", "images", "count_threshold", "count_mae", "peak_threshold", "peak_mae"}.
-    """
-    records = DatasetCatalog.get(dataset_name)
-    scores, maps, true = [], [], []
-    for start in range(0, len(records), predictor.batch_size):
-        batch = records[start : start + predictor.batch_size]
-        preds = predictor([read_shelf_image(r, input_format) for r in batch])
-        for r, p in zip(batch, preds):
-            scores.append(p.scores)
-            maps.append(p.gaussian_map)
-            true.append(len(r.get("annotations", [])))
-    thr, mae = calibrate_threshold(scores, true, count_detections)
-    out = {
-        "dataset": dataset_name,
-        "images": len(records),
-        "count_threshold": thr,
-        "count_mae": round(mae, 3),
-        "peak_threshold": None,
-        "peak_mae": None,
-    }
-    if all(m is not None for m in maps):
-        pthr, pmae = calibrate_threshold(maps, true, count_map_peaks)
-        out.update(peak_threshold=pthr, peak_mae=round(pmae, 3))
-    return out
-
-
-def _output_names(files: Sequence[str]) -> List[str]:
-    """A distinct file stem per photo (photos of the same name in different folders get _2, ...)."""
-    seen, names = {}, []
-    for f in files:
-        stem = Path(f).stem
-        seen[stem] = seen.get(stem, 0) + 1
-        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
-    return names
 
 
 def run_prediction(
@@ -152,10 +162,12 @@ def run_prediction(
     files: Sequence[str],
     output_dir: str,
     *,
+    names: Optional[Sequence[Tuple[str, str]]] = None,
     input_format: str = "BGR",
     apply_exif: bool = True,
     class_names: Sequence[str] = ("object",),
     count_calibration: Dict,
+    conf: Optional[float] = None,
     template_size: int = 120,
     sigma: float = 40.0,
     overlay: bool = False,
@@ -164,60 +176,68 @@ def run_prediction(
     run_info: Optional[Dict] = None,
 ) -> Dict:
     """
-    Predicts every photo of ``files`` and writes, under ``output_dir``:
-
-    * ``detections/<stem>.csv``: :data:`~.writers.CSV_COLUMNS`, one row per detection;
-    * ``coco_results.json``: all detections, ``images`` mapping ids to file names;
-    * ``counts.csv``: per photo, its product count by each method;
-    * ``overlays/<stem>.png`` with ``overlay``;
-    * ``summary.json``: the returned summary.
+    Predicts every photo of ``files`` and writes the files of :class:`RunOutputs` under
+    ``output_dir`` as it goes, plus ``overlays/<name>.png`` with ``overlay``. Photos the
+    folder's journal lists as done are skipped: the same call after a crash or a kill resumes
+    the run, and ends with the files an uninterrupted run writes.
 
     A photo that cannot be read is logged by name and skipped; the run goes on.
 
     Args:
+        names: per photo, (name, image name) from :func:`output_names`; default: under the
+            photos' common folder.
         apply_exif: read photos in their EXIF orientation (as Detectron2's ``read_image``); the
             boxes and image sizes written are then those of the oriented photo.
         count_calibration: from :func:`calibrate_counts` (or a user's threshold).
+        conf: detections written are those scoring at least this (default: the count
+            threshold, so that the files hold the boxes counted); counts do not depend on it.
+        run_info: the run's settings: a rerun on the same folder must give the same, and they
+            are written to summary.json.
     """
-    out = Path(output_dir)
-    (out / "detections").mkdir(parents=True, exist_ok=True)
-    if overlay:
-        (out / "overlays").mkdir(exist_ok=True)
-    coco = CocoResultsWriter(class_names)
-    names = _output_names(files)
-    photos, skipped = [], []
+    if names is None:
+        names = output_names(files, input_root(files) if files else ".")
     thr, peak_thr = count_calibration["count_threshold"], count_calibration.get("peak_threshold")
-    start_run = time.perf_counter()
-    bar = tqdm(total=len(files), unit="photo", disable=not progress, dynamic_ncols=True)
-    for g in range(0, len(files), predictor.batch_size):
+    conf = thr if conf is None else conf
+    settings = dict(run_info or {})
+    settings.update(conf=conf, count_threshold=thr, peak_threshold=peak_thr)
+    outputs = RunOutputs(output_dir, settings, class_names)
+    summary_info = dict(settings, count_calibration=count_calibration)
+    all_names = [n for n, _ in names]
+    todo = [(f, n) for f, n in zip(files, names) if not outputs.done(n[0])]
+    if len(todo) < len(files):
+        logger.info(f"Resuming: {len(files) - len(todo)} of {len(files)} photos already done")
+    if overlay:
+        (Path(output_dir) / "overlays").mkdir(exist_ok=True)
+    bar = tqdm(
+        total=len(files),
+        initial=len(files) - len(todo),
+        unit="photo",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    for g in range(0, len(todo), predictor.batch_size):
         t0 = time.perf_counter()
         group, images = [], []
-        for f, name in zip(
-            files[g : g + predictor.batch_size], names[g : g + predictor.batch_size]
-        ):
+        for f, (name, image_name) in todo[g : g + predictor.batch_size]:
             try:
                 images.append(
                     read_shelf_image({"file_name": f, "apply_exif": apply_exif}, input_format)
                 )
-                group.append((f, name))
+                group.append((f, name, image_name))
             except (BadImageError, OSError) as e:
-                skipped.append({"file": f, "reason": str(e)})
                 logger.warning(f"skipped, unreadable: {e}")  # the message names the file
+                outputs.add_photo(
+                    {"name": name, "image_name": image_name, "file": f, "skipped": str(e)}
+                )
                 bar.update(1)
         preds = predictor(images) if images else []
-        for (f, name), image, pred in zip(group, images, preds):
-            write_detections_csv(
-                out / "detections" / f"{name}.csv",
-                Path(f).name,
-                pred.image_size,
-                pred.boxes,
-                pred.scores,
-                class_names,
-                pred.classes,
-            )
-            coco.add(Path(f).name, pred.image_size, pred.boxes, pred.scores, pred.classes)
+        seconds = round((time.perf_counter() - t0) / max(len(group), 1), 3)  # shared by a batch
+        for (f, name, image_name), image, pred in zip(group, images, preds):
+            shown = pred.scores >= conf
             if overlay:
                 rgb = image[:, :, ::-1] if input_format == "BGR" else image
+                path = Path(output_dir) / "overlays" / f"{name}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
                 save_png(
                     draw_overlay(
                         np.ascontiguousarray(rgb),
@@ -225,46 +245,27 @@ def run_prediction(
                         pred.gaussian_map,
                         overlay_max_side,
                     ),
-                    out / "overlays" / f"{name}.png",
+                    path,
                     max_bytes=500_000,
                 )
-            photos.append(
+            counts = photo_counts(pred, thr, peak_thr, template_size, sigma)
+            outputs.add_photo(
                 {
+                    "name": name,
+                    "image_name": image_name,
                     "file": f,
                     "image_size": list(pred.image_size),
                     "tiling": pred.grid.describe(),
-                    "detections": int(len(pred.scores)),
-                    "count": photo_counts(pred, thr, peak_thr, template_size, sigma),
+                    "detections": int(shown.sum()),
+                    "count": counts,
+                    "seconds": seconds,
+                    "boxes": pred.boxes[shown],
+                    "scores": pred.scores[shown],
+                    "classes": pred.classes[shown],
                 }
             )
-        seconds = time.perf_counter() - t0
-        for p in photos[len(photos) - len(group) :]:
-            p["seconds"] = round(seconds / max(len(group), 1), 3)  # the batch's time, shared
-        bar.update(len(group))
-        if photos:
-            bar.set_postfix(products=photos[-1]["count"]["detections"])
+            bar.update(1)
+            bar.set_postfix(products=counts["products"])
+        outputs.checkpoint(all_names, summary_info)
     bar.close()
-    total = time.perf_counter() - start_run
-    coco.save(out / "coco_results.json")
-    methods = sorted({m for p in photos for m in p["count"]})
-    with open(out / "counts.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image_name"] + methods)
-        for p in photos:
-            writer.writerow([Path(p["file"]).name] + [p["count"].get(m, "") for m in methods])
-    summary = dict(run_info or {})
-    summary.update(
-        {
-            "photos_done": len(photos),
-            "photos_skipped": len(skipped),
-            "skipped": skipped,
-            "products_total": int(sum(p["count"]["detections"] for p in photos)),
-            "seconds_total": round(total, 2),
-            "seconds_per_photo": round(total / max(len(photos), 1), 3),
-            "count_calibration": count_calibration,
-            "photos": photos,
-        }
-    )
-    with open(out / "summary.json", "w") as f:
-        json.dump(summary, f, indent=1)
-    return summary
+    return outputs.finish(all_names, summary_info)

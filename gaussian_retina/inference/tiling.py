@@ -4,20 +4,26 @@ of the tiles' detections into one set per photo.
 
 The detector sees each tile through its usual test resize (``INPUT.MIN/MAX_SIZE_TEST``), so a
 tile of side ``t`` photo pixels presents its products at ``input_side / t`` of their size in the
-photo. The grid is chosen so that a tile holds about as many products as a training image did,
-which is what presents them at the training scale when products fill the frame (see
-:func:`auto_tile_grid`).
+photo. The automatic grid is chosen from the photo itself: from the size of the products a
+single pass found, against the training scale (see :func:`auto_tile_grid`).
 """
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
+from detectron2.structures import Boxes, pairwise_iou
 from torchvision.ops import batched_nms
 
-__all__ = ["TileGrid", "auto_tile_grid", "fixed_tile_grid", "parse_tiling", "merge_tile_detections"]
+__all__ = [
+    "TileGrid",
+    "auto_tile_grid",
+    "fixed_tile_grid",
+    "merge_tile_detections",
+    "parse_tiling",
+    "single_pass_scale",
+]
 
 
 @dataclass(frozen=True)
@@ -78,45 +84,49 @@ def fixed_tile_grid(image_size, tile_size, overlap) -> TileGrid:
     return TileGrid((H, W), windows)
 
 
+def single_pass_scale(image_size, input_size) -> float:
+    """Input pixels per photo pixel when the whole photo goes through the test resize."""
+    H, W = image_size
+    short_in, long_in = input_size
+    return min(short_in / min(H, W), long_in / max(H, W))
+
+
 def auto_tile_grid(
     image_size,
     *,
     input_size: Tuple[int, int],
-    products_per_photo: float,
-    products_per_train_image: float,
+    product_side: Optional[float],
+    train_product_side: float,
     min_gain: float = 1.5,
 ) -> TileGrid:
     """
     The grid that presents a photo's products at about the training scale.
 
-    The rule uses only the photo's size and the training scale. If products roughly fill the
-    frame, a product's side is about sqrt(frame area / products); a training image (at
-    ``input_size``) held ``products_per_train_image``, so the model learned products of side
-    sqrt(input area / products_per_train_image). A photo that holds ``products_per_photo``
-    (a prior: dense shelf photos hold 100-300, SKU-110K 147 on average) must then be cut into
-    about ``products_per_photo / products_per_train_image`` tiles, each resized to the input
-    size. Two limits: a tile is never smaller than the input size (that would upsample the
-    photo beyond its native resolution), and tiling is off when it would enlarge products by less
-    than ``min_gain`` (a rescaled single pass is then close enough, at a fraction of the cost).
-
-    Neighbouring tiles overlap by the expected product side, so a product of that size lies wholly
-    inside some tile.
+    ``product_side`` is how large the photo's products are, in photo pixels: the median side of
+    what a single pass detected (the probe, see :class:`ShelfPredictor`). A single pass shows
+    them at ``product_side * scale`` input pixels (:func:`single_pass_scale`); the model learned
+    products of ``train_product_side`` input pixels; tiles ``gain`` times smaller than the photo
+    enlarge them by ``gain`` = the ratio of the two. Two limits: a tile is never smaller than
+    the input size (that would upsample the photo beyond its native resolution), and tiling is
+    off when it would enlarge products by less than ``min_gain`` (the single pass is then close
+    enough, at a fraction of the cost). Neighbouring tiles overlap by 1.5 product sides, so most
+    products lie wholly inside some tile; the merge rebuilds the others from their pieces.
 
     Args:
         image_size: (H, W) of the photo.
         input_size: (short, long) side of the model's test input (MIN_SIZE_TEST, MAX_SIZE_TEST).
+        product_side: None (nothing detected) gives one pass.
+        train_product_side: median product side of the training images, in input pixels.
     """
     H, W = int(image_size[0]), int(image_size[1])
-    short_in, long_in = input_size
-    # Single pass: the photo is resized to the input size; tiles enlarge products by `gain`.
-    gain = math.sqrt(max(products_per_photo, 1e-6) / max(products_per_train_image, 1e-6))
-    native_gain = min(min(H, W) / short_in, max(H, W) / long_in)  # no upsampling past 1:1
-    gain = min(gain, native_gain)
+    single = TileGrid((H, W), ((0, 0, W, H),))
+    if not product_side or product_side <= 0:
+        return single
+    scale = single_pass_scale((H, W), input_size)
+    gain = min(train_product_side / (product_side * scale), 1.0 / scale)
     if gain < min_gain:
-        return TileGrid((H, W), ((0, 0, W, H),))
-    # A tile has the photo's aspect ratio, `gain` times smaller, plus the overlap.
-    product_side = math.sqrt(H * W / max(products_per_photo, 1.0))
-    overlap = int(round(product_side))
+        return single
+    overlap = int(round(1.5 * product_side))
     th = min(H, int(math.ceil(H / gain)) + overlap)
     tw = min(W, int(math.ceil(W / gain)) + overlap)
     return fixed_tile_grid((H, W), (th, tw), (overlap, overlap))
@@ -151,121 +161,150 @@ def merge_tile_detections(
     image_size: Tuple[int, int],
     *,
     nms_thresh: float = 0.5,
-    max_detections: int = 300,
-    edge_margin: float = 2.0,
-    fuse_ios: float = 0.6,
+    max_detections: Optional[int] = 300,
+    edge_margin: Union[float, Sequence[float]] = 2.0,
+    seam_iou: float = 0.5,
     extra: Optional[Sequence[torch.Tensor]] = None,
 ):
     """
     One set of detections per photo from its tiles' detections.
 
-    1. A box touching an inner edge of its tile (an edge that is not the photo's border) may be
-       a product cut by that edge. It is dropped when another tile contains the box's region
-       wholly: that tile saw the whole product.
-    2. Cut boxes that remain (products larger than the overlap) are fused with the boxes of other
-       tiles they overlap by ``fuse_ios`` of the smaller box: with a whole box they are dropped,
-       with another cut box both become their union (the product's two halves), at the higher
-       score.
-    3. NMS over all tiles at ``nms_thresh``, per class, then the ``max_detections`` best: the cap
-       applies to the photo, not to each tile.
+    1. A box within ``edge_margin`` of an inner edge of its tile (an edge that is not the
+       photo's border) may be a product cut by that edge: it is a *piece*.
+    2. Boxes of different tiles are the same product when they agree where both tiles look:
+       clipped to the two windows' common region, their IoU is at least ``seam_iou``. Only
+       pairs with a piece in them are tested. Same-product groups (linked through any chain of
+       such pairs: a product at a tile corner is seen by four tiles) become one box: a box that
+       some tile saw whole stands for the group and the pieces go; a group of pieces only (a
+       product larger than the overlap, which no tile holds whole) becomes the union of its
+       pieces at their best score.
+    3. NMS over all tiles at ``nms_thresh``, per class, then the ``max_detections`` best: the
+       cap applies to the photo, not to each tile.
+
+    Whether another tile *could* see the whole product is never used: only what the tiles
+    detected removes a box, so a product cut by one tile and missed by the other is kept as its
+    piece rather than lost.
 
     Args:
         boxes: per tile, (Ni, 4) XYXY in the tile's pixels.
         scores, classes: per tile, (Ni,).
         windows: per tile, (x0, y0, x1, y1) in photo pixels.
         image_size: (H, W) of the photo.
-        extra: optional per-tile (Ni, ...) tensors carried along with the boxes.
+        edge_margin: photo pixels, one value or one per tile. A tile read at ``f`` photo pixels
+            per input pixel should get a couple of input pixels, ``2 * f``: the detector's box
+            edges are only as precise as its input.
+        extra: optional per-tile (Ni, ...) tensors carried along with the boxes (a fused group
+            carries its best-scored piece's).
+        max_detections: None keeps every detection.
     Returns:
         boxes (N, 4) in photo pixels, scores (N,), classes (N,), and extra (N, ...) or None,
         sorted by decreasing score, N <= max_detections.
     """
     H, W = image_size
-    all_boxes, all_scores, all_classes, all_tile, all_cut, all_extra = [], [], [], [], [], []
-    win = torch.tensor(windows, dtype=torch.float32).reshape(-1, 4)
-    for t, (b, s, c) in enumerate(zip(boxes, scores, classes)):
+    margins = (
+        [float(edge_margin)] * len(windows)
+        if isinstance(edge_margin, (int, float))
+        else [float(m) for m in edge_margin]
+    )
+    all_boxes, all_tile, all_cut = [], [], []
+    for t, b in enumerate(boxes):
         x0, y0, x1, y1 = windows[t]
-        b = b.float() + torch.tensor([x0, y0, x0, y0], dtype=torch.float32)
+        b = b.float().reshape(-1, 4) + torch.tensor([x0, y0, x0, y0], dtype=torch.float32)
+        m = margins[t]
         # Which of this tile's edges lie inside the photo (a cut there is the tile's, not real).
         inner = torch.tensor([x0 > 0, y0 > 0, x1 < W, y1 < H])
         near = torch.stack(
-            [
-                b[:, 0] <= x0 + edge_margin,
-                b[:, 1] <= y0 + edge_margin,
-                b[:, 2] >= x1 - edge_margin,
-                b[:, 3] >= y1 - edge_margin,
-            ],
-            dim=1,
+            [b[:, 0] <= x0 + m, b[:, 1] <= y0 + m, b[:, 2] >= x1 - m, b[:, 3] >= y1 - m], dim=1
         )
-        cut = (near & inner).any(dim=1)
         all_boxes.append(b)
-        all_scores.append(s.float())
-        all_classes.append(c)
         all_tile.append(torch.full((len(b),), t, dtype=torch.long))
-        all_cut.append(cut)
-        if extra is not None:
-            all_extra.append(extra[t])
+        all_cut.append((near & inner).any(dim=1))
     b = torch.cat(all_boxes) if all_boxes else torch.zeros(0, 4)
-    s = torch.cat(all_scores) if all_scores else torch.zeros(0)
-    c = torch.cat(all_classes) if all_classes else torch.zeros(0, dtype=torch.long)
+    s = torch.cat([x.float() for x in scores]) if len(scores) else torch.zeros(0)
+    c = torch.cat(list(classes)) if len(classes) else torch.zeros(0, dtype=torch.long)
     tile = torch.cat(all_tile) if all_tile else torch.zeros(0, dtype=torch.long)
     cut = torch.cat(all_cut) if all_cut else torch.zeros(0, dtype=torch.bool)
-    ex = torch.cat(all_extra) if all_extra else None
+    ex = torch.cat(list(extra)) if extra is not None and len(extra) else None
 
     keep = torch.ones(len(b), dtype=torch.bool)
     if len(windows) > 1 and cut.any():
-        # 1. Seen whole elsewhere: another tile's window contains the box (a margin's slack).
-        cb = b[cut]
-        inside = (
-            (cb[:, None, 0] >= win[None, :, 0] - edge_margin)
-            & (cb[:, None, 1] >= win[None, :, 1] - edge_margin)
-            & (cb[:, None, 2] <= win[None, :, 2] + edge_margin)
-            & (cb[:, None, 3] <= win[None, :, 3] + edge_margin)
-        )
-        inside[torch.arange(len(cb)), tile[cut]] = False
-        cut_idx = torch.nonzero(cut).flatten()
-        keep[cut_idx[inside.any(dim=1)]] = False
-
-        # 2. Cut boxes no tile holds whole: fuse with what other tiles saw of the same product.
-        # Overlaps are measured once, on the tiles' own boxes (a union made here is not
-        # matched again: a product spans at most a few tiles).
-        b, s, cut = b.clone(), s.clone(), cut.clone()
-        rest = cut_idx[~inside.any(dim=1)]
-        if len(rest):
-            ios = _ios(b[rest], b).numpy()
-            other = ((tile[rest, None] != tile[None, :]) & (c[rest, None] == c[None, :])).numpy()
-            ios[~other] = 0.0
-            keep_np = keep.numpy()  # shares memory with keep
-            for r, i in enumerate(rest.tolist()):
-                if not keep_np[i]:
-                    continue
-                cand = np.where(keep_np, ios[r], 0.0)
-                j = int(cand.argmax())
-                if cand[j] < fuse_ios:
-                    continue
-                if not cut[j]:
-                    keep_np[i] = False  # the other tile has the whole product
-                else:
-                    b[j, :2] = torch.minimum(b[i, :2], b[j, :2])
-                    b[j, 2:] = torch.maximum(b[i, 2:], b[j, 2:])
-                    s[j] = torch.maximum(s[i], s[j])
-                    cut[j] = False  # the union is the whole product now
-                    keep_np[i] = False
+        b, s = b.clone(), s.clone()
+        win = torch.tensor(windows, dtype=torch.float32).reshape(-1, 4)
+        groups = _same_product_groups(b, c, tile, cut, win, seam_iou)
+        for members in groups:
+            members = torch.tensor(members)
+            whole = members[~cut[members]]
+            keep[members] = False
+            if len(whole):
+                keep[whole] = True  # the tiles that saw it whole stand for it; NMS picks one
+                continue
+            best = members[s[members].argmax()]
+            b[best, :2] = b[members, :2].min(dim=0).values
+            b[best, 2:] = b[members, 2:].max(dim=0).values
+            keep[best] = True
 
     b, s, c = b[keep], s[keep], c[keep]
     ex = ex[keep] if ex is not None else None
     b[:, 0::2] = b[:, 0::2].clamp(0, W)
     b[:, 1::2] = b[:, 1::2].clamp(0, H)
-    # 3. Duplicates between overlapping tiles; one tile's own duplicates went in its own NMS.
-    order = batched_nms(b, s, c, nms_thresh)[:max_detections]
+    # 3. Duplicates between overlapping tiles; one tile's own duplicates went in its own NMS
+    # (so a single pass keeps what the model gave, in the order of its scores).
+    if len(windows) > 1:
+        order = batched_nms(b, s, c, nms_thresh)
+    else:
+        order = torch.argsort(s, descending=True, stable=True)
+    if max_detections is not None:
+        order = order[:max_detections]
     return b[order], s[order], c[order], (ex[order] if ex is not None else None)
 
 
-def _ios(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(Na, Nb) intersection over the smaller of the two boxes' areas."""
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=2)
-    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(dim=1)
-    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(dim=1)
-    smaller = torch.minimum(area_a[:, None], area_b[None, :]).clamp(min=1e-6)
-    return inter / smaller
+def _same_product_groups(boxes, classes, tile, cut, windows, seam_iou) -> List[List[int]]:
+    """
+    Groups (lists of indices into ``boxes``, two members or more) of boxes that are one product
+    seen by several tiles: pairs of boxes of two overlapping tiles, at least one a piece
+    (``cut``), of the same class, whose IoU inside the two windows' common region is >=
+    ``seam_iou``, joined transitively. Only boxes reaching into a common region are compared,
+    tile pair by tile pair, so the cost grows with the boxes along the seams.
+    """
+    parent = list(range(len(boxes)))
+
+    def root(k):
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    linked = set()
+    for a in range(len(windows)):
+        for b in range(a + 1, len(windows)):
+            common = torch.cat(
+                [torch.maximum(windows[a, :2], windows[b, :2]), torch.minimum(windows[a, 2:], windows[b, 2:])]
+            )
+            if (common[2:] <= common[:2]).any():
+                continue  # the tiles do not overlap
+            seen = _clip_to(boxes, common.expand(len(boxes), 4))
+            inside = (seen[:, 2:] > seen[:, :2]).all(dim=1)
+            ia = torch.nonzero(inside & (tile == a)).flatten()
+            ib = torch.nonzero(inside & (tile == b)).flatten()
+            if len(ia) == 0 or len(ib) == 0 or not (cut[ia].any() or cut[ib].any()):
+                continue
+            same = pairwise_iou(Boxes(seen[ia]), Boxes(seen[ib])) >= seam_iou
+            same &= cut[ia, None] | cut[None, ib]
+            same &= classes[ia, None] == classes[None, ib]
+            for i, j in torch.nonzero(same).tolist():
+                i, j = int(ia[i]), int(ib[j])
+                linked.update((i, j))
+                ri, rj = root(i), root(j)
+                if ri != rj:
+                    parent[max(ri, rj)] = min(ri, rj)
+    groups = {}
+    for k in linked:
+        groups.setdefault(root(k), []).append(k)
+    return [sorted(g) for g in groups.values() if len(g) > 1]
+
+
+def _clip_to(boxes: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """(N, 4) boxes cut to (N, 4) regions (an empty intersection gives an empty box)."""
+    lt = torch.maximum(boxes[:, :2], regions[:, :2])
+    rb = torch.maximum(torch.minimum(boxes[:, 2:], regions[:, 2:]), lt)
+    return torch.cat([lt, rb], dim=1)

@@ -12,12 +12,14 @@ import numpy as np
 __all__ = [
     "CSV_COLUMNS",
     "CocoResultsWriter",
+    "detections_csv_rows",
     "read_coco_results",
     "read_detections_csv",
     "write_detections_csv",
 ]
 
-# SKU-110K's annotation layout (no header there) with the detection's score appended.
+# SKU-110K's annotation layout with the detection's score appended; written without a header, as
+# SKU-110K's own files are.
 CSV_COLUMNS = (
     "image_name",
     "x1",
@@ -31,10 +33,11 @@ CSV_COLUMNS = (
 )
 
 
-def write_detections_csv(
-    path, image_name: str, image_size, boxes, scores, class_names: Sequence[str], classes=None
-) -> None:
+def detections_csv_rows(image_name: str, image_size, boxes, scores, class_names, classes=None):
     """
+    Rows of :data:`CSV_COLUMNS` for one photo: SKU-110K's layout (integer pixels, as its readers
+    parse them with ``int()``) and the score.
+
     Args:
         image_size: (H, W) of the photo the boxes live in.
         boxes: (N, 4) XYXY in pixels; scores, classes: (N,).
@@ -43,36 +46,34 @@ def write_detections_csv(
     h, w = image_size
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     classes = np.zeros(len(boxes), int) if classes is None else np.asarray(classes)
+    return [
+        [image_name, *(int(round(v)) for v in box), class_names[int(c)], int(w), int(h)]
+        + [f"{float(s):.4f}"]
+        for box, s, c in zip(boxes, np.asarray(scores), classes)
+    ]
+
+
+def write_detections_csv(
+    path, image_name: str, image_size, boxes, scores, class_names: Sequence[str], classes=None
+) -> None:
+    """One photo's detections as :func:`detections_csv_rows`, no header (as SKU-110K's files)."""
     with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)  # a header: SKU-110K readers here accept one, and it says what
-        for (x1, y1, x2, y2), s, c in zip(boxes, np.asarray(scores), classes):
-            writer.writerow(
-                [
-                    image_name,
-                    f"{x1:.1f}",
-                    f"{y1:.1f}",
-                    f"{x2:.1f}",
-                    f"{y2:.1f}",
-                    class_names[int(c)],
-                    int(w),
-                    int(h),
-                    f"{float(s):.4f}",
-                ]
-            )
+        csv.writer(f).writerows(
+            detections_csv_rows(image_name, image_size, boxes, scores, class_names, classes)
+        )
 
 
 def read_detections_csv(path) -> List[Dict]:
     """
-    Rows of :func:`write_detections_csv` as dicts (numbers parsed); a bad row raises ValueError
-    naming the file and the line.
+    Rows of :func:`write_detections_csv` as dicts (numbers parsed); SKU-110K's own files (no
+    score column) read with score 1. A bad row raises ValueError naming the file and the line.
     """
     rows = []
     with open(path, newline="") as f:
         for line_no, row in enumerate(csv.reader(f), 1):
             if line_no == 1 and row and row[0] == CSV_COLUMNS[0]:
-                continue
-            if len(row) != len(CSV_COLUMNS):
+                continue  # a header, as some SKU-110K-style files have
+            if len(row) not in (len(CSV_COLUMNS), len(CSV_COLUMNS) - 1):
                 raise ValueError(
                     f"{path}, line {line_no}: {len(row)} columns, expected {len(CSV_COLUMNS)}"
                 )
@@ -84,7 +85,7 @@ def read_detections_csv(path) -> List[Dict]:
                         "class": row[5],
                         "image_width": int(row[6]),
                         "image_height": int(row[7]),
-                        "score": float(row[8]),
+                        "score": float(row[8]) if len(row) > 8 else 1.0,
                     }
                 )
             except ValueError as e:

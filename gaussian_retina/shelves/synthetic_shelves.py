@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 # Bump when the generator's output changes, so old caches are not reused.
 _VERSION = "v1"
 # Default number of images per split.
-_SPLIT_SIZES = {"train": 300, "val": 50}
+_SPLIT_SIZES = {"train": 300, "val": 50, "val_large": 12}
 # Scene parameters added after v1, with the value that draws the v1 scenes: left out of the cache
 # tag at that value, so the v1 splits keep their folders.
 _V1_VALUES = {"stock_depth_prob": 0.0, "picture_prob": 0.0}
@@ -58,6 +58,18 @@ _V1_VALUES = {"stock_depth_prob": 0.0, "picture_prob": 0.0}
 _DEEP = ShelfSceneParams(stock_depth_prob=0.5)
 # Half the box, bag and jar designs carry a picture (``ShelfSceneParams.picture_prob``).
 _PICTURES = ShelfSceneParams(picture_prob=0.5)
+# Phone-photo-sized scenes of 300-600 products (as dense shelf photos, SKU-110K's): a single
+# pass at the training input size shrinks their products past what the model resolves, so they
+# measure tiled inference (results/inference.md).
+_LARGE = ShelfSceneParams(
+    long_side=4032,
+    short_side=3024,
+    portrait_prob=0.0,
+    min_objects=300,
+    max_objects=600,
+    min_shelf_pitch=170,
+    max_shelf_pitch=300,
+)
 _PREDEFINED_SPLITS = {
     "synthetic_shelves_train": ("train", ShelfSceneParams()),
     "synthetic_shelves_val": ("val", ShelfSceneParams()),
@@ -65,6 +77,7 @@ _PREDEFINED_SPLITS = {
     "synthetic_shelves_val_deep": ("val", _DEEP),
     "synthetic_shelves_train_pictures": ("train", _PICTURES),
     "synthetic_shelves_val_pictures": ("val", _PICTURES),
+    "synthetic_shelves_val_large": ("val_large", _LARGE),
 }
 _JPEG_QUALITY = 92
 _CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}

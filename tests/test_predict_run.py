@@ -1,0 +1,222 @@
+"""
+A prediction run's files (gaussian_retina.inference.runner, run_outputs, calibration) and the
+command's interface (gaussian_retina.predict): names that never collide, SKU-110K's CSV layout,
+a run stopped midway and resumed ending with the files of an uninterrupted run, counts past the
+detection cap, the calibration cache, devices and a missing input.
+"""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from common import ROOT, TINY_SCENE_PARAMS, get_config, tiny_synthetic_split
+from detectron2.modeling import build_model
+
+from gaussian_retina.inference import (
+    ShelfPredictor,
+    calibrate_counts,
+    find_images,
+    input_root,
+    output_names,
+    photo_counts,
+    read_detections_csv,
+    run_prediction,
+    write_detections_csv,
+)
+from gaussian_retina.predict import get_parser, main, setup_cfg
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model():
+    cfg = get_config("synthetic/gln_R18.yaml")
+    torch.manual_seed(0)
+    m = build_model(cfg).eval()
+    # A random head scores everything near the focal prior (0.01); let detections through.
+    m.test_score_thresh = 0.0
+    m.test_topk_candidates = 100
+    return m
+
+
+def _predictor(model, **kw):
+    return ShelfPredictor(model=model, test_size=(48, 64), tiling="off", batch_size=1, **kw)
+
+
+def _photos(folder, names, seed=0):
+    rng = np.random.default_rng(seed)
+    for n in names:
+        path = folder / n
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), (rng.random((60, 80, 3)) * 255).astype(np.uint8))
+    return folder
+
+
+def test_output_names_keep_the_path_under_the_input_root(tmp_path):
+    photos = _photos(
+        tmp_path / "photos", ["s1/IMG_1.jpg", "s2/IMG_1.jpg", "s3/IMG_1_2.jpg", "s1/IMG_1.png"]
+    )
+    files = find_images([str(photos)])
+    names = dict(zip(files, output_names(files, input_root([str(photos)]))))
+    by_image = {image_name: name for name, image_name in names.values()}
+    assert by_image == {
+        "s1/IMG_1.jpg": "s1/IMG_1.jpg",  # s1/IMG_1.png is there too: the extension stays
+        "s1/IMG_1.png": "s1/IMG_1.png",
+        "s2/IMG_1.jpg": "s2/IMG_1",
+        "s3/IMG_1_2.jpg": "s3/IMG_1_2",
+    }
+    # Two inputs: named under their common folder, so their photos of one name stay apart.
+    two = [str(photos / "s1"), str(photos / "s2/*.jpg")]
+    assert [n for n, _ in output_names(find_images(two), input_root(two))] == [
+        "s1/IMG_1.jpg",
+        "s1/IMG_1.png",
+        "s2/IMG_1",
+    ]
+
+
+def test_csv_is_sku110k_layout_with_a_score(tmp_path):
+    path = tmp_path / "a.csv"
+    boxes = np.array([[10.4, 20.6, 110.0, 220.5], [0.0, 0.0, 5.5, 6.0]])
+    write_detections_csv(path, "s/a.jpg", (480, 640), boxes, [0.91234, 0.05], ["object"])
+    assert path.read_text().splitlines() == [
+        "s/a.jpg,10,21,110,220,object,640,480,0.9123",
+        "s/a.jpg,0,0,6,6,object,640,480,0.0500",
+    ]
+    # Every pixel field parses with int(), as keras-retinanet's SKU-110K reader does.
+    for line in path.read_text().splitlines():
+        [int(v) for v in line.split(",")[1:5] + line.split(",")[6:8]]
+    assert [r["box"] for r in read_detections_csv(path)] == [[10, 21, 110, 220], [0, 0, 6, 6]]
+
+
+def _run_files(out):
+    files = {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.suffix in (".csv", ".json") and p.name not in ("summary.json",)
+    }
+    summary = json.loads((out / "summary.json").read_text())
+    for p in summary["photos"]:
+        p.pop("seconds")
+    summary.pop("seconds_total"), summary.pop("seconds_per_photo")
+    # PIL's reason names an object's address, which differs between two reads.
+    summary["skipped"] = [s["file"] for s in summary["skipped"]]
+    return files, summary
+
+
+def test_a_run_stopped_midway_resumes_to_the_files_of_a_whole_run(tmp_path, model, monkeypatch):
+    photos = _photos(tmp_path / "photos", [f"shelf{i % 2}/p{i}.jpg" for i in range(5)])
+    (photos / "shelf1/broken.jpg").write_bytes(b"not a jpeg")
+    files = find_images([str(photos)])
+    calibration = {"count_threshold": 0.012, "peak_threshold": 0.5}
+    kw = dict(count_calibration=calibration, conf=0.0, progress=False, run_info={"model": "x"})
+
+    whole = tmp_path / "whole"
+    run_prediction(_predictor(model), files, str(whole), **kw)
+
+    class Crash(RuntimeError):
+        pass
+
+    real = ShelfPredictor.__call__
+    calls = []
+
+    def crash_on_the_fourth_batch(self, images):
+        calls.append(len(images))
+        if len(calls) == 4:
+            raise Crash("CUDA out of memory")
+        return real(self, images)
+
+    monkeypatch.setattr(ShelfPredictor, "__call__", crash_on_the_fourth_batch)
+    stopped = tmp_path / "stopped"
+    with pytest.raises(Crash):
+        run_prediction(_predictor(model), files, str(stopped), **kw)
+    # What was done before the crash is on disk: three photos and the broken one.
+    done = [json.loads(line)["name"] for line in (stopped / "photos.jsonl").read_text().splitlines()]
+    assert done == ["shelf0/p0", "shelf0/p2", "shelf0/p4", "shelf1/broken"]
+    assert len((stopped / "counts.csv").read_text().splitlines()) == 1 + 3
+    # A line cut short by a kill is dropped, and its photo predicted again.
+    with open(stopped / "photos.jsonl", "a") as f:
+        f.write('{"name": "shelf1/p3", "image_na')
+
+    seen = []
+    monkeypatch.setattr(
+        ShelfPredictor, "__call__", lambda self, images: seen.append(len(images)) or real(self, images)
+    )
+    run_prediction(_predictor(model), files, str(stopped), **kw)
+    assert sum(seen) == 2  # only the photos not done
+    whole_files, whole_summary = _run_files(whole)
+    stopped_files, stopped_summary = _run_files(stopped)
+    assert stopped_files == whole_files
+    assert stopped_summary == whole_summary
+    assert whole_summary["photos_done"] == 5 and whole_summary["photos_skipped"] == 1
+    assert sorted(whole_files) == sorted(
+        ["coco_results.json", "counts.csv", "detections.csv", "run.json"]
+        + [f"detections/shelf{i % 2}/p{i}.csv" for i in range(5)]
+    )
+    # The run's CSV is the photos' CSVs, in the photos' order.
+    assert whole_files["detections.csv"] == b"".join(
+        whole_files[f"detections/shelf{i % 2}/p{i}.csv"] for i in (0, 2, 4, 1, 3)
+    )
+    # Resuming with other settings would mix two runs: refused, saying which setting differs.
+    with pytest.raises(ValueError, match=r"other settings \(conf\)"):
+        run_prediction(_predictor(model), files, str(stopped), **dict(kw, conf=0.5))
+
+
+def test_counts_are_not_capped_by_the_detection_cap(model):
+    image = (np.random.default_rng(0).random((60, 80, 3)) * 255).astype(np.uint8)
+    pred = _predictor(model, max_detections=20)([image])[0]
+    assert len(pred.scores) == 20 and len(pred.all_scores) > 20
+    assert photo_counts(pred, 0.0, None)["products"] == len(pred.all_scores)
+
+
+def test_calibration_is_cached_by_weights_and_dataset(tmp_path, model, monkeypatch):
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"weights, as far as the cache key goes")
+    predictor = _predictor(model)
+    with tiny_synthetic_split("calib_tiny", tmp_path / "data", TINY_SCENE_PARAMS, 3):
+        first = calibrate_counts(
+            predictor, "calib_tiny", "BGR", weights=str(weights), cache_dir=tmp_path / "c"
+        )
+        monkeypatch.setattr(
+            ShelfPredictor, "__call__", lambda *a: pytest.fail("predicted despite the cache")
+        )
+        again = calibrate_counts(
+            predictor, "calib_tiny", "BGR", weights=str(weights), cache_dir=tmp_path / "c"
+        )
+        assert again.pop("cached") and not first.pop("cached") and again == first
+        weights.write_bytes(b"other weights")  # another checkpoint at the same path
+        with pytest.raises(pytest.fail.Exception, match="despite the cache"):
+            calibrate_counts(
+                predictor, "calib_tiny", "BGR", weights=str(weights), cache_dir=tmp_path / "c"
+            )
+
+
+def _args(*extra):
+    config = str(ROOT / "configs/synthetic/gln_R18.yaml")
+    return ["--config-file", config, "--weights", "w.pth", "--input", "x", "--output", "o", *extra]
+
+
+def test_device_from_the_flag_else_from_opts():
+    parser = get_parser()
+    assert setup_cfg(parser.parse_args(_args("--device", "cuda:1"))).MODEL.DEVICE == "cuda:1"
+    opts = ("--opts", "MODEL.DEVICE", "cuda:2")
+    assert setup_cfg(parser.parse_args(_args(*opts))).MODEL.DEVICE == "cuda:2"
+    assert setup_cfg(parser.parse_args(_args("--device", "cpu", *opts))).MODEL.DEVICE == "cpu"
+    with pytest.raises(SystemExit):
+        parser.parse_args(_args("--device", "gpu1"))
+
+
+def test_missing_input_is_a_one_line_error(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(_args("--input", str(tmp_path / "nowhere"), "--device", "cpu"))
+    message = str(e.value.code)
+    assert "nowhere" in message and "\n" not in message and message.startswith(
+        "gaussian-retina-predict: error:"
+    )
