@@ -67,7 +67,7 @@ def _reference_gaussian_loss(pred_maps, batch, stride, g):
     return sum(pooled) / len(pooled)
 
 
-def _step(cfg, batch):
+def _step(cfg, batch, storage=None):
     torch.manual_seed(0)
     model = build_model(cfg).train()
     # A predictor that starts away from 0, so that every pixel's error, padding's included,
@@ -76,7 +76,7 @@ def _step(cfg, batch):
         model.gaussian_branch.subnet.predictor.bias.fill_(0.3)
     maps = []
     model.gaussian_branch.register_forward_hook(lambda m, i, out: maps.append(out.detach()))
-    with EventStorage():
+    with storage or EventStorage():
         losses = model(batch)
     return model, losses, maps[0]
 
@@ -85,6 +85,8 @@ def _step(cfg, batch):
     (),  # the config's mining: a few hundred hardest negatives per image
     ("MODEL.GAUSSIAN.MIN_NEGATIVES", 100000),  # every negative: padding taken for one would count
     ("MODEL.GAUSSIAN.LOSS_NORMALIZE", "batch", "MODEL.GAUSSIAN.NEG_RATIO", 1.0),
+    ("MODEL.GAUSSIAN.POS_THRESH", 0.8, "MODEL.GAUSSIAN.NEG_THRESH", 0.02,
+     "MODEL.GAUSSIAN.MIN_NEGATIVES", 10, "MODEL.GAUSSIAN.LOSS_WEIGHT", 3.0),
 ])
 def test_gaussian_loss_of_a_step_equals_the_per_image_reference(opts):
     cfg = _cfg("synthetic/gln_R18.yaml", *opts)
@@ -111,3 +113,19 @@ def test_detection_losses_are_retinanets_times_their_weights():
         0.5 * theirs["loss_box_reg"].item(), rel=1e-5
     )
     assert ours["loss_cls"].item() > 0 and ours["loss_box_reg"].item() > 0
+
+
+def test_step_logs_the_positive_pixels_per_image():
+    cfg = _cfg("synthetic/gln_R18.yaml", "MODEL.GAUSSIAN.POS_THRESH", 0.7)
+    batch = _batch()
+    storage = EventStorage()
+    _step(cfg, batch, storage)
+    positives = sum(int((x["gaussian_map"] >= 0.7).sum()) for x in batch)
+    assert positives > 0
+    assert storage.latest()["gaussian/pos_pixels"][0] == pytest.approx(positives / 2)
+
+
+def test_targets_at_another_stride_are_an_error():
+    cfg = _cfg("synthetic/gln_R18.yaml", "MODEL.GAUSSIAN.OUT_STRIDE", 4)
+    with pytest.raises(ValueError, match="OUT_STRIDE must equal the stride"):
+        _step(cfg, _batch())  # the batch's maps are rendered at stride 2

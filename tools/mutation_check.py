@@ -15,6 +15,7 @@ It is not part of the test suite: a full run takes hours on two cores.
     nice -n 19 python tools/mutation_check.py [MODULE ...] [--work-dir output/mutation]
     nice -n 19 python tools/mutation_check.py --list
     nice -n 19 python tools/mutation_check.py --resume MODULE   # go on after an interruption
+    nice -n 19 python tools/mutation_check.py --recheck MODULE  # survivors against new tests
 
 Requires mutmut (pip install -e ".[mutation]").
 """
@@ -146,6 +147,8 @@ def main():
     parser.add_argument("--list", action="store_true", help="print the modules and their tests")
     parser.add_argument("--resume", action="store_true",
                         help="go on with the unchecked mutants of a module's earlier run")
+    parser.add_argument("--recheck", action="store_true",
+                        help="copy the current tests in and run the surviving mutants again")
     parser.add_argument("--summarize", action="store_true",
                         help="tally the runs already in --work-dir, run nothing")
     args = parser.parse_args()
@@ -162,7 +165,20 @@ def main():
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     for module in args.modules or list(MODULES):
         work = _module_dir(work_dir, module)
-        if not args.summarize:
+        if args.recheck and work.is_dir():
+            survivors = [n for n, st in _results(work).items() if st in SURVIVED | NOT_COVERED]
+            for tests in (work / "tests", work / "mutants" / "tests"):
+                shutil.rmtree(tests)
+                shutil.copytree(ROOT / "tests", tests,
+                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            if survivors:
+                subprocess.run(
+                    [sys.executable, "-m", "mutmut", "run", "--max-children",
+                     str(args.max_children), *survivors],
+                    cwd=work, env=env, stdout=subprocess.DEVNULL, check=False,
+                )
+            minutes = summary.get(module, {}).get("minutes")
+        elif not args.summarize:
             if not (args.resume and (work / "mutants").is_dir()):
                 _prepare(work, module, MODULES[module], args.timeout_constant)
             start = time.time()
@@ -179,19 +195,21 @@ def main():
             minutes = summary.get(module, {}).get("minutes")
         results = _results(work)
         _write_survivors(work, results)
+        # Read again: another module's run may have written it meanwhile.
+        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
         summary[module] = dict(tally(results), minutes=minutes, tests=MODULES[module])
         work_dir.mkdir(parents=True, exist_ok=True)
         summary_file.write_text(json.dumps(summary, indent=1, sort_keys=True))
         print(f"{module}: {summary[module]}", flush=True)
 
-    print("\n| module | killed / total | score | survived | no tests | minutes |")
-    print("|---|---|---|---|---|---|")
+    print("\n| module | killed / total | score | survived | no tests | not run | minutes |")
+    print("|---|---|---|---|---|---|---|")
     for module, s in summary.items():
         scored = s["killed"] + s["survived"] + s["no tests"]
         score = f"{100 * s['killed'] / scored:.1f} %" if scored else "-"
         minutes = f"{s['minutes']:.0f}" if s.get("minutes") is not None else "-"
         print(f"| {module} | {s['killed']} / {scored} | {score} | {s['survived']} | "
-              f"{s['no tests']} | {minutes} |")
+              f"{s['no tests']} | {s['other']} | {minutes} |")
 
 
 if __name__ == "__main__":
