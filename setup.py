@@ -27,5 +27,7 @@ setup(
         "export": ["onnx", "onnxruntime"],
         "test": ["pytest", "onnx", "onnxruntime"],
         "dev": ["pytest"],
+        # tools/mutation_check.py: a measure of the tests, never run by the suite or CI.
+        "mutation": ["pytest", "mutmut>=3.8,<4"],
     },
 )

@@ -352,6 +352,7 @@ def test_boxes_as_detectron2_maps_them_one_by_one(record, boxes, modes):
         for i, (b, m) in enumerate(zip(boxes, modes))
     ]
     before = copy.deepcopy(record)
+    annotations = record["annotations"]
     augs = [
         T.ResizeShortestEdge(77, 1000),
         T.RandomFlip(prob=1.0, horizontal=True),
@@ -367,9 +368,14 @@ def test_boxes_as_detectron2_maps_them_one_by_one(record, boxes, modes):
         assert a.image_size == b.image_size
         assert torch.equal(a.gt_boxes.tensor, b.gt_boxes.tensor)
         assert torch.equal(a.gt_classes, b.gt_classes)
-    # Read, never changed: the mapper copies the record shallowly.
-    assert record["annotations"] is not before["annotations"]
-    assert all(
-        np.array_equal(x["bbox"], y["bbox"]) and x.keys() == y.keys()
-        for x, y in zip(record["annotations"], before["annotations"])
-    )
+    # Read, never changed: the record keeps its list of annotations, and each annotation its
+    # keys, values and the type of its box.
+    assert record["annotations"] is annotations
+    assert record.keys() == before.keys()
+    assert len(record["annotations"]) == len(before["annotations"])
+    for x, y in zip(record["annotations"], before["annotations"]):
+        assert x.keys() == y.keys()
+        assert type(x["bbox"]) is type(y["bbox"]) and np.array_equal(x["bbox"], y["bbox"])
+        assert (x["bbox_mode"], x["category_id"], x["iscrowd"]) == (
+            y["bbox_mode"], y["category_id"], y["iscrowd"]
+        )

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from gaussian_retina.baselines.em_merger import em_merge
+from gaussian_retina.baselines.em_merger import _prune_nested, em_merge
 
 
 def _grid(rows, cols, w, h, x0=20.0, y0=20.0):
@@ -103,3 +103,55 @@ def test_stray_boxes_bridging_neighbours_cost_no_object_its_box():
     assert len(keep) == len(objects)
     assert (keep < len(owner)).all()  # no bridge survives
     assert sorted(owner[keep].tolist()) == list(range(len(objects)))
+
+
+def _cov(*sigmas):
+    return np.stack([np.diag([s * s, s * s]) for s in sigmas]).astype(np.float64)
+
+
+def test_of_two_nested_clusters_the_cooler_centre_is_pruned():
+    # Cluster 0 (sigma 10) at (50, 50) and cluster 1 (sigma 5) at (53, 50): each mean is inside
+    # the other's 50 % ellipse. Cluster 2 is far away, cluster 3 sits on cluster 0's mean but in
+    # another region: neither is nested with anything of its own region.
+    mu = np.array([[50.0, 50.0], [53.0, 50.0], [150.0, 50.0], [51.0, 50.0]])
+    cov = _cov(10, 5, 10, 10)
+    region = np.array([0, 0, 0, 1])
+    heat = np.zeros((50, 100))
+    heat[25, 25] = 1.0  # (50, 50) at stride 2
+    heat[25, 26] = 0.5  # (53, 50)
+    heat[25, 75] = 0.2
+    keep = _prune_nested(mu, cov, region, heat, 2, 0.5)
+    assert keep.tolist() == [True, False, True, True]
+    # The heat map decides, not the order: make cluster 1 the hotter one.
+    heat[25, 26] = 2.0
+    assert _prune_nested(mu, cov, region, heat, 2, 0.5).tolist() == [False, True, True, True]
+
+
+def test_nesting_is_the_chi_square_ellipse_of_either_cluster():
+    # The 50 % ellipse of a 2-D Gaussian is a Mahalanobis distance of sqrt(-2 ln 0.5) = 1.177
+    # sigmas. A tight cluster (sigma 1) at 1.15 or 1.20 sigmas of a wide one (sigma 10): nested
+    # through the wide one's ellipse only, and only at 1.15.
+    heat = np.ones((100, 100))
+    heat[50, 50] = 2.0  # the wide cluster is hotter
+    for offset, nested in [(11.5, True), (12.0, False)]:
+        mu = np.array([[50.0, 50.0], [50.0, 50.0 + offset]])
+        keep = _prune_nested(mu, _cov(10, 1), np.array([0, 0]), heat, 1, 0.5)
+        assert keep.tolist() == [True, not nested], offset
+    # A larger ellipse_prob takes in more: at 0.9 the ellipse reaches 2.15 sigmas.
+    mu = np.array([[50.0, 50.0], [50.0, 71.0]])
+    assert _prune_nested(mu, _cov(10, 1), np.array([0, 0]), heat, 1, 0.9).tolist() == [True, False]
+    assert _prune_nested(mu, _cov(10, 1), np.array([0, 0]), heat, 1, 0.5).tolist() == [True, True]
+
+
+def test_a_chain_of_nested_pairs_is_pruned_greedily():
+    # 0 ~ 1 and 1 ~ 2 are nested, 0 and 2 are not. Cluster 1 is the coolest: it goes with the
+    # first pair, after which 0 and 2 both stay.
+    mu = np.array([[10.0, 10.0], [18.0, 10.0], [26.0, 10.0]])
+    heat = np.zeros((20, 40))
+    heat[10, 10], heat[10, 18], heat[10, 26] = 1.0, 0.5, 0.9
+    keep = _prune_nested(mu, _cov(8, 8, 8), np.array([0, 0, 0]), heat, 1, 0.5)
+    assert keep.tolist() == [True, False, True]
+    # Cluster 1 the hottest: it prunes 0, then 2.
+    heat[10, 18] = 3.0
+    keep = _prune_nested(mu, _cov(8, 8, 8), np.array([0, 0, 0]), heat, 1, 0.5)
+    assert keep.tolist() == [False, True, False]

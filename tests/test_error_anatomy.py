@@ -108,3 +108,33 @@ def test_true_positives_agree_with_pycocotools_at_iou_half():
     ev.evaluate()
     coco_tp = sum(int((e["dtMatches"][0] > 0).sum()) for e in ev.evalImgs if e is not None)
     assert error_anatomy(images, 0.0)["true positive"] == coco_tp
+
+
+def test_anatomy_over_images_counts_every_box_and_takes_the_median_offsets():
+    gt_a = np.array([[0, 0, 100, 100], [200, 0, 300, 100]], np.float64)
+    gt_b = np.array([[0, 0, 50, 200]], np.float64)
+    # True positives with edge offsets (left, top, right, bottom) over the product's size:
+    #   a0: (0.05, 0, 0, 0); a1: (0, -0.1, 0, 0); b0: (0, 0, 0.1, 0.05).
+    det_a = np.array([[5, 0, 100, 100], [200, -10, 300, 100]], np.float64)
+    det_b = np.array([[0, 0, 55, 210], [0, 500, 50, 600]], np.float64)
+    scores_b = np.array([0.5, 0.5])  # the second is a background box below, kept at 0.5
+    counts = error_anatomy([(det_a, np.array([0.9, 0.8]), gt_a), (det_b, scores_b, gt_b)], 0.5)
+    assert counts["ground truth"] == 3 and counts["true positive"] == 3 and counts["missed"] == 0
+    assert counts["background below"] == 1
+    np.testing.assert_allclose(counts["median edge offsets"], (0.0, 0.0, 0.0, 0.0), atol=1e-6)
+    # Two true positives only: the medians are their means.
+    counts = error_anatomy([(det_a, np.array([0.9, 0.8]), gt_a)], 0.5)
+    assert len(counts["median edge offsets"]) == 4
+    np.testing.assert_allclose(counts["median edge offsets"], (0.025, -0.05, 0.0, 0.0), atol=1e-6)
+    # No detection at all: offsets of zero, and every product missed.
+    counts = error_anatomy([(np.zeros((0, 4)), np.zeros(0), gt_a)], 0.5)
+    assert counts["median edge offsets"] == (0.0, 0.0, 0.0, 0.0)
+    assert counts["missed"] == 2 and counts["ground truth"] == 2
+
+
+def test_edge_offsets_per_true_positive():
+    gt = np.array([[0, 0, 100, 200], [300, 0, 400, 100]])
+    det = np.array([[310, 10, 390, 100], [-10, 0, 100, 220], [900, 900, 950, 950]])
+    offsets = matched_edge_offsets(det, gt, np.array([1, 0, -1]))
+    np.testing.assert_allclose(offsets, [[0.1, 0.1, -0.1, 0.0], [-0.1, 0.0, 0.0, 0.1]], atol=1e-6)
+    assert matched_edge_offsets(det, gt, np.array([-1, -1, -1])).shape == (0, 4)

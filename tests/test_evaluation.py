@@ -4,6 +4,7 @@ checked against numbers worked out by hand and against pycocotools' official COC
 """
 
 import csv
+import json
 import logging
 import uuid
 from collections import defaultdict
@@ -279,3 +280,35 @@ def test_matches_pycocotools_on_real_dense_shelves(tmp_path):
     assert 5 < expected["AP"] < 95 and expected["AR300"] < expected["AR300@50"]
     for name, value in expected.items():
         assert results[name] == pytest.approx(value, abs=1e-4), name
+
+
+def test_results_json_carries_the_datasets_own_image_and_category_ids(tmp_path):
+    # Image ids that are neither 0-based nor consecutive, and a category id that is not the
+    # contiguous one the model predicts: the saved results must speak the dataset's ids.
+    name = f"test_dense_eval_ids_{uuid.uuid4().hex[:8]}"
+    gt = {17: [[0, 0, 100, 100], [200, 0, 300, 100]], 42: [[500, 500, 600, 650]]}
+    dicts = [
+        {
+            "file_name": f"img{i}.jpg", "image_id": i, "height": SIZE[0], "width": SIZE[1],
+            "annotations": [{"bbox": b, "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}
+                            for b in boxes],
+        }
+        for i, boxes in gt.items()
+    ]
+    DatasetCatalog.register(name, lambda: dicts)
+    MetadataCatalog.get(name).set(thing_classes=["object"], thing_dataset_id_to_contiguous_id={7: 0})
+    evaluator = DenseCOCOEvaluator(name, distributed=False, output_dir=str(tmp_path))
+    evaluator.reset()
+    for image_id in (42, 17):  # not in the dataset's order
+        boxes = gt[image_id]
+        evaluator.process([{"image_id": image_id}], [_outputs(boxes, [0.9] * len(boxes))])
+    results = evaluator.evaluate()["bbox"]
+    assert results["AP"] == pytest.approx(100.0)  # every detection met its own image's boxes
+
+    saved = json.loads((tmp_path / "coco_instances_results.json").read_text())
+    assert sorted((r["image_id"], tuple(r["bbox"])) for r in saved) == sorted(
+        (i, (x1, y1, x2 - x1, y2 - y1)) for i, boxes in gt.items() for x1, y1, x2, y2 in boxes
+    )
+    assert {r["category_id"] for r in saved} == {7}
+    cached = COCO(MetadataCatalog.get(name).json_file)
+    assert sorted(cached.getImgIds()) == [17, 42] and cached.getCatIds() == [7]

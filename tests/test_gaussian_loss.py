@@ -1,6 +1,9 @@
 import pytest
 import torch
 
+from detectron2.config import get_cfg
+
+from gaussian_retina.config import add_gaussian_retina_config
 from gaussian_retina.modeling import gaussian_map_loss
 
 
@@ -92,3 +95,30 @@ def test_loss_is_float32_for_half_precision_maps():
         assert loss.dtype == torch.float32
         expected = gaussian_map_loss(pred.float(), target, normalize=normalize, min_negatives=4)
         assert loss.item() == expected.item()
+
+
+def test_thresholds_are_inclusive():
+    # The docstring's bounds: positives target >= pos_thresh, negatives 0 <= target <= neg_thresh.
+    target = torch.tensor([[0.5, 0.1, 0.0, 0.3, -1.0]])
+    pred = torch.tensor([[0.0, 0.7, 0.4, 0.9, 0.9]])
+    loss = gaussian_map_loss(pred, target, pos_thresh=0.5, neg_thresh=0.1, neg_ratio=2.0,
+                             min_negatives=0, normalize="batch")
+    # Positive 0.5 (error 0.25); both negatives mined (0.36 and 0.16); 0.3 and -1 ignored.
+    assert loss.item() == pytest.approx((0.25 + 0.36 + 0.16) / 3)
+
+
+def test_defaults_are_the_configs():
+    cfg = get_cfg()
+    add_gaussian_retina_config(cfg)
+    g = cfg.MODEL.GAUSSIAN
+    torch.manual_seed(0)
+    target = torch.zeros(2, 40, 40)
+    target[0, :10, :10] = 1.0  # 100 positives: the ratio decides (300 negatives)
+    target[0, 10, :10] = 0.5
+    target[1, 20, 20] = 0.75  # one positive: the floor decides
+    target[1, 21, 20:30] = 0.1
+    pred = torch.rand(2, 40, 40)
+    configured = gaussian_map_loss(pred, target, pos_thresh=g.POS_THRESH, neg_thresh=g.NEG_THRESH,
+                                   neg_ratio=g.NEG_RATIO, min_negatives=g.MIN_NEGATIVES,
+                                   normalize="batch")
+    assert gaussian_map_loss(pred, target, normalize="batch").item() == configured.item()

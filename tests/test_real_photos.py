@@ -63,17 +63,24 @@ def test_inference_on_a_full_resolution_sku110k_photo():
     assert min(image.shape[:2]) >= 1920  # real resolution, resized by the model's input size
     cfg = _cfg()
     cfg.MODEL.GAUSSIAN.RETURN_MAP_AT_TEST = True
+    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.0  # an untrained head scores below the default
     torch.manual_seed(0)
     model = build_model(cfg).eval()
+    torch.nn.init.normal_(model.head.cls_score.bias)  # spread the scores over the anchors
     resized = T.ResizeShortestEdge(384, 512).get_transform(image).apply_image(image)
     inputs = [{"image": torch.as_tensor(resized.transpose(2, 0, 1).copy()),
                "height": image.shape[0], "width": image.shape[1]}]
     with torch.no_grad():
         out = model(inputs)[0]
     instances = out["instances"]
-    assert instances.image_size == image.shape[:2]  # boxes come back in the photo's pixels
-    assert len(instances) <= cfg.TEST.DETECTIONS_PER_IMAGE
+    assert instances.image_size == image.shape[:2]
+    assert len(instances) == cfg.TEST.DETECTIONS_PER_IMAGE
+    # The boxes come back in the photo's pixels: inside the photo, and reaching well past the
+    # resized input's own size (anchors cover the whole input, so some box ends near its edge).
     boxes = instances.pred_boxes.tensor
+    assert boxes.min() >= 0
     assert torch.all(boxes[:, 0::2] <= image.shape[1]) and torch.all(boxes[:, 1::2] <= image.shape[0])
+    assert boxes[:, 2].max() > 0.9 * image.shape[1] > 2 * resized.shape[1]
+    assert boxes[:, 3].max() > 0.9 * image.shape[0] > 2 * resized.shape[0]
     assert out["gaussian_map"].shape[-2:] == ((resized.shape[0] + 1) // 2, (resized.shape[1] + 1) // 2)
     assert torch.isfinite(out["gaussian_map"]).all()

@@ -201,9 +201,11 @@ def test_coco_json_loads(tiny_split):
     assert len(dicts) == NUM
     for d, im in zip(dicts, coco["images"]):
         assert os.path.isfile(d["file_name"])
-        assert (d["height"], d["width"]) == (im["height"], im["width"])
-        assert all(a["bbox_mode"] == BoxMode.XYWH_ABS and a["category_id"] == 0
-                   for a in d["annotations"])
+        assert (d["image_id"], d["height"], d["width"]) == (im["id"], im["height"], im["width"])
+        assert [a["category_id"] for a in d["annotations"]] == [0] * len(d["annotations"])
+        assert all(a["bbox_mode"] == BoxMode.XYWH_ABS for a in d["annotations"])
+        own = [a["bbox"] for a in coco["annotations"] if a["image_id"] == im["id"]]
+        assert own and [a["bbox"] for a in d["annotations"]] == own
     assert sum(len(d["annotations"]) for d in dicts) == len(coco["annotations"])
 
 
