@@ -34,7 +34,7 @@ from gaussian_retina.inference import (
 )
 from gaussian_retina.inference.counting import DEFAULT_COUNT_THRESHOLD, DEFAULT_PEAK_THRESHOLD
 from gaussian_retina.inference.run_outputs import SettingsMismatchError
-from gaussian_retina.shelves import configure_shelf_datasets
+from gaussian_retina.shelves import configure_shelf_datasets, register_cfg_datasets
 
 logger = logging.getLogger("gaussian_retina.predict")
 
@@ -179,6 +179,7 @@ def predict(args):
     needed = [args.calibration_dataset] if args.calibration_dataset else []
     if need_scale:
         needed.append(scale_set)
+    register_cfg_datasets(cfg)  # the user's labelled photos, named in DATASETS.REGISTER
     for name in needed:
         if not name or name not in DatasetCatalog.list():
             raise SystemExit(

@@ -461,7 +461,7 @@ def main():
     )
     parser.add_argument("--max-images", type=int, help="evaluate the first N images of each set")
     parser.add_argument("--output-dir", default=str(PROJECT_ROOT / "output/yolo_peer"))
-    parser.add_argument("--table", default=str(PROJECT_ROOT / "results/yolo_peer_benchmark.md"))
+    parser.add_argument("--table", default=str(PROJECT_ROOT / "output/yolo_peer/table.md"))
     parser.add_argument("--allow-network", action="store_true", help="do not block sockets")
     args = parser.parse_args()
     if importlib.util.find_spec("ultralytics") is None:
