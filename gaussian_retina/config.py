@@ -90,11 +90,8 @@ def add_gaussian_retina_config(cfg):
     _C.INPUT.COLOR_JITTER = 0.0
     # Scale jitter in training, (min, max): each image at its MIN_SIZE_TRAIN / MAX_SIZE_TRAIN
     # size times a random factor in [min, max], cropped or padded back to that size
-    # (data/scale_jitter.py); () disables it. At (0.75, 1.5) alone, 3 AP less on synthetic val
-    # and no gain on real shelves; with COLOR_JITTER 0.4, +5.4 AP on real shelves and -5.4 on
-    # synthetic val, over 3 seeds (results/synthetic_recipe.md). Off by default, as in the paper;
-    # configs/synthetic/Base-Synthetic.yaml turns both on, mildly, and the *_real_shelves.yaml
-    # configs more strongly.
+    # (data/scale_jitter.py); () disables it. Off by default, as in the paper; the synthetic
+    # configs turn it on with COLOR_JITTER (results/synthetic_recipe.md).
     _C.INPUT.SCALE_JITTER = ()
     # Probability that a training image is tiled with three others into one of its size, each
     # at its own scale (data/mosaic.py); 0 disables it. Off by default.
@@ -113,6 +110,6 @@ def add_gaussian_retina_config(cfg):
     _C.SOLVER.CPU_AMP = CN()
     # "on": the training forward pass in bfloat16 under CPU autocast and the convolutions in
     # the channels-last layout (Detectron2's SOLVER.AMP is CUDA-only); "off": float32;
-    # "auto": "on" where the CPU has bfloat16 instructions (AVX512-BF16 or AMX), where a GLN step
-    # takes 0.58 of float32's; elsewhere bfloat16 is emulated, about 10 times slower.
+    # "auto": "on" where the CPU has bfloat16 instructions (AVX512-BF16 or AMX), since elsewhere
+    # bfloat16 is emulated and slower than float32 (results/speed_and_memory.md).
     _C.SOLVER.CPU_AMP.MODE = "off"

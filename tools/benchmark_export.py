@@ -40,7 +40,7 @@ from detectron2.modeling import build_model  # noqa: E402
 
 from gaussian_retina.data.image_reader import read_shelf_image  # noqa: E402
 from gaussian_retina.engine import get_project_cfg  # noqa: E402
-from gaussian_retina.engine.benchmark import (  # noqa: E402
+from benchmark_harness import (  # noqa: E402
     append_report,
     device_description,
     load_average,

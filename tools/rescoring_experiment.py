@@ -19,7 +19,7 @@ rescoring happens per tile, before the merge.
 
 from detectron2.data import DatasetCatalog
 
-from gaussian_retina.engine.benchmark import load_average
+from benchmark_harness import load_average
 from gaussian_retina.inference import ShelfPredictor, training_product_side
 from gaussian_retina.inference.evaluate import (
     photo_experiment_cfg,

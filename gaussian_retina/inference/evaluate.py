@@ -1,7 +1,7 @@
 """
 Scoring whole-photo predictors on labelled datasets with the project's evaluator: the shared body
-of tools/benchmark_tiling.py, benchmark_counting.py, rescoring_experiment.py, analyze_errors.py and
-per_photo_size_experiment.py.
+of tools/benchmark_tiling.py, benchmark_counting.py, rescoring_experiment.py and
+analyze_errors.py.
 """
 
 import argparse

@@ -2,7 +2,7 @@
 Anchor matching for dense ground truth. Detectron2's ``RetinaNet.label_anchors`` builds the full
 IoU matrix between an image's G ground-truth boxes and all R anchors, and ``pairwise_iou`` holds
 three (G, R, 2) float32 intermediates at once: at 800x1333 (R = 201,600 on P3-P7) that is about
-4.8 MB per box, 1.5 GB for 300 boxes and 4.8 GB for 1,000 (results/memory_benchmark.md; Detectron2
+4.8 MB per box, 1.5 GB for 300 boxes and 4.8 GB for 1,000 (results/speed_and_memory.md; Detectron2
 issues #932, #1241, #3750). Here the matrix is taken over chunks of anchors, with the same result.
 """
 
