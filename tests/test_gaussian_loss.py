@@ -122,3 +122,16 @@ def test_defaults_are_the_configs():
                                    neg_ratio=g.NEG_RATIO, min_negatives=g.MIN_NEGATIVES,
                                    normalize="batch")
     assert gaussian_map_loss(pred, target, normalize="batch").item() == configured.item()
+
+
+def test_an_image_with_few_negatives_takes_only_its_own():
+    # Image 0 has two negatives and six ignored pixels, image 1 has six negatives: a floor of 4
+    # takes 2 and 4, never an ignored pixel of image 0.
+    target = torch.tensor([[0.0, 0.0, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3],
+                           [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.3]])
+    pred = torch.tensor([[0.5, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+                         [0.0, 0.9, 0.8, 0.7, 0.6, 0.1, 0.0, 0.0]])
+    loss = gaussian_map_loss(pred, target, neg_ratio=0.0, min_negatives=4, normalize="batch")
+    # Image 0: negatives 0.25 and 0.01. Image 1: positive 1.0, the 4 hardest negatives.
+    errors = [0.25, 0.01, 1.0, 0.81, 0.64, 0.49, 0.36]
+    assert loss.item() == pytest.approx(sum(errors) / len(errors))
