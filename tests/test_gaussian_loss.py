@@ -135,3 +135,21 @@ def test_an_image_with_few_negatives_takes_only_its_own():
     # Image 0: negatives 0.25 and 0.01. Image 1: positive 1.0, the 4 hardest negatives.
     errors = [0.25, 0.01, 1.0, 0.81, 0.64, 0.49, 0.36]
     assert loss.item() == pytest.approx(sum(errors) / len(errors))
+
+
+def test_per_image_mean_leaves_out_images_with_nothing_selected():
+    # Image 1 is all padding, image 2 has one positive pixel and nothing else: the mean is over
+    # images 0 and 2.
+    target = torch.tensor([[1.0, 0.0, 0.0], [-1.0, -1.0, -1.0], [0.9, 0.3, -1.0]])
+    pred = torch.tensor([[0.5, 0.2, 0.0], [5.0, 5.0, 5.0], [0.0, 0.0, 0.0]])
+    loss = gaussian_map_loss(pred, target, neg_ratio=1.0, min_negatives=0, normalize="image")
+    assert loss.item() == pytest.approx(((0.25 + 0.04) + 0.81) / 2)
+
+
+@pytest.mark.parametrize("normalize", ["batch", "image"])
+def test_nothing_selected_gives_zero_with_a_gradient(normalize):
+    pred = torch.full((2, 4), 0.7, requires_grad=True)
+    loss = gaussian_map_loss(pred, torch.full((2, 4), -1.0), normalize=normalize)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(pred.grad, torch.zeros(2, 4))

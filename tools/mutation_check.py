@@ -39,7 +39,7 @@ MODULES = {
     "data/image_reader.py": ["test_image_reader.py", "test_dataset_mapper.py"],
     "data/mosaic.py": ["test_dataset_mapper.py"],
     "data/scale_jitter.py": ["test_dataset_mapper.py"],
-    "modeling/gaussian_loss.py": ["test_gaussian_loss.py", "test_model.py"],
+    "modeling/gaussian_loss.py": ["test_gaussian_loss.py", "test_model.py", "test_training_step.py"],
     "modeling/gaussian_branch.py": ["test_gaussian_branch.py", "test_model.py"],
     "modeling/meta_arch.py": ["test_model.py", "test_training_step.py"],
     "modeling/anchor_matching.py": ["test_anchor_matching.py"],
