@@ -63,3 +63,13 @@ def two_image_batch():
         ]
 
     return make
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One PyTorch thread for a module's tests: on a shared, loaded machine the default of one
+    thread per core can slow small convolutions twentyfold (threads wait for a busy core)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

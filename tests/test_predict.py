@@ -35,14 +35,7 @@ from gaussian_retina.inference import (
 from gaussian_retina.predict import main
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # On a shared, loaded machine, PyTorch's default of one thread per core can slow small
-    # convolutions twentyfold (threads wait for a busy core); these tests time nothing.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ def camera_folds(names):
     folds = {}
     for fold, start in (("A", 0), ("B", 1)):
         columns = [photos[start::2] for _, photos in sorted(by_camera.items())]
-        folds[fold] = [p for rank in range(max(map(len, columns))) for c in columns if rank < len(c) for p in [c[rank]]]
+        folds[fold] = [c[rank] for rank in range(max(map(len, columns))) for c in columns if rank < len(c)]
     return folds
 
 
