@@ -96,6 +96,10 @@ def add_gaussian_retina_config(cfg):
     # Probability that a training image is tiled with three others into one of its size, each
     # at its own scale (data/mosaic.py); 0 disables it. Off by default.
     _C.INPUT.MOSAIC_PROB = 0.0
+    # Training images kept decoded in each data loader worker, up to this many MiB: a few
+    # labelled photos are drawn hundreds of times, and decoding a photo costs more than the rest
+    # of mapping it. 0 decodes every time.
+    _C.DATALOADER.DECODED_CACHE_MB = 0
 
     # An exponential moving average of the weights, which training ends with
     # (engine/model_ema.py); the names are d2go's.

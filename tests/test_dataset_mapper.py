@@ -379,3 +379,43 @@ def test_boxes_as_detectron2_maps_them_one_by_one(record, boxes, modes):
         assert (x["bbox_mode"], x["category_id"], x["iscrowd"]) == (
             y["bbox_mode"], y["category_id"], y["iscrowd"]
         )
+
+
+def test_decoded_cache_reads_each_file_once_and_maps_the_same(record, monkeypatch):
+    import gaussian_retina.data.dataset_mapper as dataset_mapper
+
+    reads = []
+    read = dataset_mapper.read_shelf_image
+
+    def counting_read(dataset_dict, *args, **kwargs):
+        reads.append(dataset_dict["file_name"])
+        return read(dataset_dict, *args, **kwargs)
+
+    monkeypatch.setattr(dataset_mapper, "read_shelf_image", counting_read)
+    augs = [T.RandomBrightness(1.5, 1.5)]
+    cached = _mapper(augs, decoded_cache_mb=1)
+    first, second = cached(record), cached(record)
+    assert len(reads) == 1
+    plain = _mapper(augs)(record)
+    for out in (first, second):
+        assert torch.equal(out["image"], plain["image"])
+        assert torch.equal(out["gaussian_map"], plain["gaussian_map"])
+    # A caller that writes into its image does not write into the cache.
+    cached._read_image(record)[:] = 0
+    assert cached._read_image(record).any()
+    # Over the limit (the image is 70 KiB), or in evaluation, every call decodes.
+    reads.clear()
+    small = _mapper([], decoded_cache_mb=0.05)
+    small(record), small(record)
+    test = GaussianDatasetMapper(
+        False, augmentations=[], image_format="BGR", gaussian_renderer=GaussianMapRenderer(),
+        decoded_cache_mb=1,
+    )
+    test(record), test(record)
+    assert len(reads) == 4
+
+
+def test_decoded_cache_comes_from_the_config():
+    cfg = get_config("finetune/gln_R18_photos.yaml")
+    assert cfg.DATALOADER.DECODED_CACHE_MB > 0
+    assert ShelfDatasetMapper.from_config(cfg, True)["decoded_cache_mb"] == cfg.DATALOADER.DECODED_CACHE_MB

@@ -397,6 +397,28 @@ def test_predictor_on_a_model_without_gaussian_branch():
         ShelfPredictor(model=model, tiling="off", rescore_alpha=0.5)
 
 
+def test_auto_tiling_keeps_a_single_pass_that_sees_products_at_the_training_scale(monkeypatch):
+    # Large products seen closer by the probe come out as parts of products, which look small:
+    # where the single pass already finds products near the training scale, no probe is run.
+    import gaussian_retina.inference.predictor as predictor_module
+
+    _, model = _random_model()
+    image = (np.random.default_rng(2).random((600, 800, 3)) * 255).astype(np.uint8)
+    kw = dict(model=model, test_size=(96, 128), max_detections=1000)
+    off = ShelfPredictor(tiling="off", **kw)([image])[0]
+    side = probe_product_side(off) * predictor_module.single_pass_scale((600, 800), (96, 128))
+    passes = []
+    for train_side, probed in ((side, False), (side / 0.85, True)):
+        predictor = ShelfPredictor(tiling="auto", train_product_side=train_side, **kw)
+        run = predictor._predict
+        monkeypatch.setattr(predictor, "_predict", lambda g, i, run=run: passes.append(g) or run(g, i))
+        passes.clear()
+        out = predictor([image])[0]
+        assert (len(passes) > 1) == probed
+        if not probed:
+            np.testing.assert_array_equal(out.boxes, off.boxes)
+
+
 def test_batching_does_not_change_results():
     # Photos of different sizes are not padded into one batch (GroupNorm would see the padding).
     _, model = _random_model()

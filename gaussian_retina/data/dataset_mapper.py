@@ -46,6 +46,7 @@ class ShelfDatasetMapper(DatasetMapper):
         skip_bad_images: bool = False,
         mosaic_prob: float = 0.0,
         mosaic_pool=None,
+        decoded_cache_mb: float = 0,
         **kwargs,
     ):
         """
@@ -56,6 +57,8 @@ class ShelfDatasetMapper(DatasetMapper):
                 drawn from ``mosaic_pool`` (:func:`mosaic`).
             mosaic_pool (Sequence[dict]): the training records to draw them from: the loader's
                 dataset.
+            decoded_cache_mb: in training, keep decoded images in memory, up to this many MiB
+                per process, and hand out copies of them; the first images read fill it.
             kwargs: see :class:`DatasetMapper`.
         """
         super().__init__(is_train, **kwargs)
@@ -74,6 +77,9 @@ class ShelfDatasetMapper(DatasetMapper):
                 )
         self.mosaic_prob = mosaic_prob if is_train else 0.0
         self.mosaic_pool = mosaic_pool
+        self.decoded_cache_bytes = int(decoded_cache_mb * 2**20) if is_train else 0
+        self._decoded = {}  # (file name, reduction) -> decoded image
+        self._decoded_bytes = 0
 
     @property
     def num_bad_images(self) -> int:
@@ -86,6 +92,7 @@ class ShelfDatasetMapper(DatasetMapper):
         # "" leaves it to each dataset's records ("bad_input_policy", set at registration).
         ret["skip_bad_images"] = cfg.DATASETS.BAD_INPUT_POLICY == "skip"
         ret["mosaic_prob"] = cfg.INPUT.MOSAIC_PROB
+        ret["decoded_cache_mb"] = cfg.DATALOADER.DECODED_CACHE_MB
         if is_train and cfg.INPUT.SCALE_JITTER:
             ret["augmentations"] = [
                 _scale_jitter(cfg) if isinstance(aug, T.ResizeShortestEdge) else aug
@@ -127,8 +134,12 @@ class ShelfDatasetMapper(DatasetMapper):
         return next((k for k in (8, 4, 2) if scale is not None and k * scale <= 1), 1)
 
     def _read_image(self, dataset_dict, reduction: int = 1):
+        key = (dataset_dict["file_name"], reduction)
+        cached = self._decoded.get(key)
+        if cached is not None:
+            return cached.copy()  # the augmentations may write into their input
         try:
-            return read_shelf_image(dataset_dict, self.image_format, reduction=reduction)
+            image = read_shelf_image(dataset_dict, self.image_format, reduction=reduction)
         except BadImageError as e:
             if not (self.skip_bad_images or dataset_dict.get("bad_input_policy") == "skip"):
                 raise
@@ -140,6 +151,10 @@ class ShelfDatasetMapper(DatasetMapper):
                 return None
             shape = (dataset_dict["height"], dataset_dict["width"], 3)
             return np.zeros(shape, dtype=np.uint8)
+        if self._decoded_bytes + image.nbytes <= self.decoded_cache_bytes:
+            self._decoded[key] = image.copy()
+            self._decoded_bytes += image.nbytes
+        return image
 
     def __call__(self, dataset_dict):
         """

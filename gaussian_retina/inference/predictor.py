@@ -39,6 +39,11 @@ EDGE_MARGIN_INPUT_PIXELS = 2.0
 # 3: products too small for a single pass by up to 3x appear at their training scale there, and
 # products at the training scale appear 3x larger, still well inside what the model finds.
 PROBE_ZOOM = 3.0
+# "auto" keeps a photo's single pass, without a probe, when the products it found there are at
+# least this fraction of the training scale: a single pass cannot show products much smaller than
+# its smallest anchor, so a median above it means the products are resolved, while a probe into a
+# photo of products already at or above that scale sees parts of them (results/inference.md).
+SINGLE_PASS_TRUSTED = 0.9
 
 
 @dataclass
@@ -92,10 +97,12 @@ class ShelfPredictor:
             test_size: (short, long) test input size: each tile is resized by
                 ``ResizeShortestEdge(short, long)``, as the model was evaluated.
             tiling: "off", "auto" or (h, w), a tile size in photo pixels (neighbouring tiles then
-                overlap by a fifth of a tile). "auto" first predicts one tile at the photo's
-                centre (the probe, :meth:`probe_window`); the median size of the products found
-                there gives the grid of :func:`auto_tile_grid`: one pass when they are near
-                ``train_product_side``, or tiles that bring them to it.
+                overlap by a fifth of a tile). "auto" first runs a single pass, and keeps it
+                where its products are near ``train_product_side`` or larger
+                (:data:`SINGLE_PASS_TRUSTED`); elsewhere it predicts one tile at the photo's
+                centre (the probe, :meth:`probe_window`), and the median size of the products
+                found there gives the grid of :func:`auto_tile_grid`: one pass when they are
+                near ``train_product_side``, or tiles that bring them to it.
             train_product_side: median product side of the training images in input pixels
                 (:func:`~.runner.training_product_side`), for "auto".
             max_detections: detections kept per photo, after the merge.
@@ -195,19 +202,31 @@ class ShelfPredictor:
 
     @torch.no_grad()
     def __call__(self, images: List[np.ndarray]) -> List[Prediction]:
-        sides = [None] * len(images)
-        if self.tiling == "auto":
-            probes = [(i, self.probe_window(im.shape[:2])) for i, im in enumerate(images)]
-            probes = [(i, win) for i, win in probes if win is not None]
-            if probes:
-                found = self._predict(
-                    [TileGrid(images[i].shape[:2], (win,)) for i, win in probes],
-                    [images[i] for i, _ in probes],
-                )
-                for (i, _), pred in zip(probes, found):
-                    sides[i] = probe_product_side(pred)
-        grids = [self.grid_for(im.shape[:2], side) for im, side in zip(images, sides)]
-        return self._predict(grids, images)
+        if self.tiling != "auto":
+            return self._predict([self.grid_for(im.shape[:2]) for im in images], images)
+        # "auto": the single pass first. Where it already sees the products at about the
+        # training scale it is the answer; a probe decides for the others (probe_window).
+        singles = self._predict([self.grid_for(im.shape[:2], None) for im in images], images)
+        sides = [probe_product_side(pred) for pred in singles]
+        probes = [
+            (i, self.probe_window(images[i].shape[:2]))
+            for i, side in enumerate(sides)
+            if side is None
+            or side * single_pass_scale(images[i].shape[:2], self.test_size)
+            < SINGLE_PASS_TRUSTED * self.train_product_side
+        ]
+        probes = [(i, win) for i, win in probes if win is not None]
+        if not probes:
+            return singles
+        found = self._predict(
+            [TileGrid(images[i].shape[:2], (win,)) for i, win in probes],
+            [images[i] for i, _ in probes],
+        )
+        grids = {i: self.grid_for(images[i].shape[:2], probe_product_side(pred)) for (i, _), pred in zip(probes, found)}
+        tiled = [i for i, grid in grids.items() if grid.num_tiles > 1]
+        for i, pred in zip(tiled, self._predict([grids[i] for i in tiled], [images[i] for i in tiled])):
+            singles[i] = pred
+        return singles
 
     @torch.no_grad()
     def _predict(self, grids: List[TileGrid], images: List[np.ndarray]) -> List[Prediction]:
