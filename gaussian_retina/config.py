@@ -61,6 +61,10 @@ def add_gaussian_retina_config(cfg):
     _C.MODEL.RETINANET.CLS_LOSS_WEIGHT = 1.0
     # lambda2: weight of loss_box_reg.
     _C.MODEL.RETINANET.REG_LOSS_WEIGHT = 1.0
+    # At test time, each box NMS keeps becomes the score-weighted mean of the candidates of its
+    # class that overlap it by at least this IoU (box voting, modeling/box_voting.py): many
+    # anchors see each product, and their mean box is tighter. 0 keeps NMS's boxes, as RetinaNet.
+    _C.MODEL.RETINANET.VOTE_IOU_THRESH_TEST = 0.0
 
     # ---------------------------------------------------------------------------------------- #
     # Shelf datasets

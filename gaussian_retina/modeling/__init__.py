@@ -1,4 +1,5 @@
 from .anchor_matching import ChunkedMatchingRetinaNet, match_anchors
+from .box_voting import vote_boxes
 from .backbone import BottomUpFPN, build_gaussian_retinanet_resnet_fpn_backbone
 from .gaussian_branch import (
     GaussianDecoderNetwork,

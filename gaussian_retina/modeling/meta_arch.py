@@ -2,12 +2,14 @@ import math
 
 import torch
 from detectron2.config import configurable
+from detectron2.layers import batched_nms
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from .anchor_matching import ChunkedMatchingRetinaNet
+from .box_voting import vote_boxes
 from .gaussian_branch import build_gaussian_branch
 from .gaussian_loss import gaussian_map_loss
 
@@ -41,6 +43,7 @@ class GaussianRetinaNet(ChunkedMatchingRetinaNet):
         min_negatives: int,
         gaussian_loss_normalize: str,
         return_gaussian_map: bool = False,
+        vote_iou_thresh: float = 0.0,
         **kwargs,
     ):
         """
@@ -55,6 +58,8 @@ class GaussianRetinaNet(ChunkedMatchingRetinaNet):
             pos_thresh, neg_thresh, neg_ratio, min_negatives: see :func:`gaussian_map_loss`.
             gaussian_loss_normalize: ``normalize`` of :func:`gaussian_map_loss`.
             return_gaussian_map: in eval mode, also return the predicted map.
+            vote_iou_thresh: above 0, each box NMS keeps becomes the score-weighted mean of the
+                candidates that overlap it by at least this IoU (:func:`vote_boxes`).
             kwargs: see :class:`ChunkedMatchingRetinaNet` and :class:`RetinaNet`.
         """
         super().__init__(**kwargs)
@@ -71,6 +76,7 @@ class GaussianRetinaNet(ChunkedMatchingRetinaNet):
             normalize=gaussian_loss_normalize,
         )
         self.return_gaussian_map = return_gaussian_map
+        self.vote_iou_thresh = vote_iou_thresh
 
     @classmethod
     def from_config(cls, cfg):
@@ -88,6 +94,7 @@ class GaussianRetinaNet(ChunkedMatchingRetinaNet):
             min_negatives=g.MIN_NEGATIVES,
             gaussian_loss_normalize=g.LOSS_NORMALIZE,
             return_gaussian_map=g.RETURN_MAP_AT_TEST,
+            vote_iou_thresh=cfg.MODEL.RETINANET.VOTE_IOU_THRESH_TEST,
         )
         return ret
 
@@ -151,6 +158,24 @@ class GaussianRetinaNet(ChunkedMatchingRetinaNet):
         # be cast back down (matmul-like ops are): mining and loss run with autocast off.
         with torch.autocast(device_type=pred_maps.device.type, enabled=False):
             return gaussian_map_loss(pred_maps, targets, **self.gaussian_loss_args)
+
+    def inference_single_image(self, anchors, box_cls, box_delta, image_size):
+        # RetinaNet's, with the candidates before NMS kept for box voting.
+        pred = self._decode_multi_level_predictions(
+            anchors, box_cls, box_delta, self.test_score_thresh, self.test_topk_candidates, image_size
+        )
+        keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
+        kept = pred[keep[: self.max_detections_per_image]]
+        if self.vote_iou_thresh > 0:
+            kept.pred_boxes.tensor = vote_boxes(
+                kept.pred_boxes.tensor,
+                kept.pred_classes,
+                pred.pred_boxes.tensor,
+                pred.scores,
+                pred.pred_classes,
+                self.vote_iou_thresh,
+            )
+        return kept
 
     def losses(self, *args, **kwargs):
         losses = super().losses(*args, **kwargs)
