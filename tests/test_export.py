@@ -4,6 +4,7 @@ TorchScript file give the PyTorch model's detections on a real shelf photo, at t
 at another one.
 """
 
+import numpy as np
 import pytest
 import torch
 from detectron2.modeling import build_model
@@ -87,3 +88,66 @@ def test_soft_iou_retinanet_is_refused():
     model = build_model(get_config("synthetic/goldman_R18.yaml")).eval()
     with pytest.raises(TypeError, match="EM-Merger"):
         export_onnx(model, torch.zeros(3, 64, 64), "unused.onnx")
+
+
+@pytest.fixture(
+    scope="module",
+    # (config, the class weights' std, the box weights' scale, score threshold, options): an
+    # untrained R50's features are far larger than an R18's with GroupNorm, and need far smaller
+    # weights for its scores to spread over (0, 1) and its boxes to stay near their anchors.
+    params=[
+        ("synthetic/gln_R18.yaml", 0.1, 1.0, 0.3),
+        # The paper's R50 at a small input, to keep the export quick.
+        ("gln_R50.yaml", 0.002, 0.01, 0.05, "INPUT.MIN_SIZE_TEST", 192, "INPUT.MAX_SIZE_TEST", 256),
+    ],
+    ids=["gln_R18", "gln_R50"],
+)
+def rescored(request, tmp_path_factory):
+    """A seeded untrained GLN with its branch's map rescoring, exported at a tobacco photo."""
+    config, cls_std, box_scale, thresh, *opts = request.param
+    cfg = get_config(config, "MODEL.RETINANET.SCORE_THRESH_TEST", thresh, "MODEL.DEVICE", "cpu", *opts)
+    torch.manual_seed(1)
+    model = build_model(cfg).eval()
+    photo = read_shelf_image({"file_name": str(sorted(PHOTOS.glob("*.JPG"))[0])}, cfg.INPUT.FORMAT)
+    image = resize_for_test(photo, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.head.cls_score.weight, std=cls_std)
+        model.head.bbox_pred.weight *= box_scale
+        # A map of mean 0.5 and std 0.25 over the photo, so that the rescoring changes the scores.
+        predictor = model.gaussian_branch.subnet.predictor
+        gaussian_map = model.gaussian_branch(model.backbone(model.preprocess_image([{"image": image}]).tensor))
+        predictor.weight *= 0.25 / gaussian_map.std()
+        predictor.bias += 0.5 - gaussian_map.mean() * 0.25 / gaussian_map.std()
+    d = tmp_path_factory.mktemp("export_rescored")
+    return dict(
+        cfg=cfg,
+        model=model,
+        photo=photo,
+        image=image,
+        onnx=load_onnx(export_onnx(model, image, str(d / "model.onnx"))),
+        torchscript=torch.jit.load(export_torchscript(model, image, str(d / "model.ts"))),
+    )
+
+
+def test_exports_give_the_predict_commands_rescored_detections(rescored):
+    from gaussian_retina.inference import ShelfPredictor
+
+    model, photo, image = rescored["model"], rescored["photo"], rescored["image"]
+    predictor = ShelfPredictor(
+        model=model,
+        test_size=(rescored["cfg"].INPUT.MIN_SIZE_TEST, rescored["cfg"].INPUT.MAX_SIZE_TEST),
+        tiling="off",
+        max_detections=rescored["cfg"].TEST.DETECTIONS_PER_IMAGE,
+    )
+    assert predictor.rescore_alpha > 0  # the command's default for a model with the branch
+    pred = predictor([photo])[0]
+    # The photo is 3264 x 2448 and the input 256 x 192: boxes scale by 12.75 on both axes.
+    scale = photo.shape[1] / image.shape[2]
+    assert scale == photo.shape[0] / image.shape[1]
+    reference = (pred.boxes / scale, pred.scores, pred.classes)
+    plain_scores = run_pytorch(model, image, rescore_alpha=0.0)[1]
+    assert len(pred.scores) > 10
+    assert not np.allclose(plain_scores[:10], pred.scores[:10], atol=1e-3)
+    for exported in (run_onnx(rescored["onnx"], image), run_torchscript(rescored["torchscript"], image)):
+        _assert_same_detections(reference, exported)
+        np.testing.assert_array_less(np.diff(exported[1]), 1e-6)  # best first

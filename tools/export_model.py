@@ -2,9 +2,10 @@
 """
 Export a RetinaNet-family model (GaussianRetinaNet or RetinaNet config) to ONNX or TorchScript.
 
-The file holds the whole test-time model for one image, NMS included: input ``image`` (3, H, W)
-float32 in cfg.INPUT.FORMAT, resized to the test size; outputs ``boxes`` (N, 4) XYXY in the input's
-pixels, ``scores`` (N,), ``classes`` (N,). See gaussian_retina/inference/export.py.
+The file holds the predict command's single pass for one image, NMS and the Gaussian map's
+rescoring included: input ``image`` (3, H, W) float32 in cfg.INPUT.FORMAT, resized to the test
+size; outputs ``boxes`` (N, 4) XYXY in the input's pixels, ``scores`` (N,), ``classes`` (N,).
+See gaussian_retina/inference/export.py.
 
     python tools/export_model.py --config-file configs/synthetic/gln_R18.yaml \\
         --weights output/reproduction/gln_R18/seed0/model_final.pth --format onnx \\
@@ -44,6 +45,12 @@ def parse_args(argv=None):
     )
     parser.add_argument("--opset", type=int, default=ONNX_OPSET, help="ONNX opset (>= 11)")
     parser.add_argument(
+        "--rescore-alpha",
+        type=float,
+        help="power of the map in the rescoring, as the predict command's (default: its default; "
+        "0 exports RetinaNet's inference alone)",
+    )
+    parser.add_argument(
         "opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ..."
     )
     return parser.parse_args(argv)
@@ -62,12 +69,12 @@ def main(argv=None):
     photo = read_shelf_image({"file_name": args.sample_image}, cfg.INPUT.FORMAT)
     image = resize_for_test(photo, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
     if args.format == "onnx":
-        path = export_onnx(model, image, args.output, opset=args.opset)
+        path = export_onnx(model, image, args.output, opset=args.opset, rescore_alpha=args.rescore_alpha)
         exported = run_onnx(path, image)
     else:
-        path = export_torchscript(model, image, args.output)
+        path = export_torchscript(model, image, args.output, rescore_alpha=args.rescore_alpha)
         exported = run_torchscript(torch.jit.load(path), image)
-    parity = compare_detections(run_pytorch(model, image), exported)
+    parity = compare_detections(run_pytorch(model, image, args.rescore_alpha), exported)
     logger.info(
         f"Wrote {path}; input {tuple(image.shape)}; against PyTorch on the sample: {parity}"
     )

@@ -3,24 +3,27 @@ Export of the RetinaNet family (:class:`GaussianRetinaNet`, Detectron2's ``Retin
 TorchScript and ONNX, through Detectron2's :class:`~detectron2.export.TracingAdapter`, and running
 the exported files back into boxes, scores and classes.
 
-What the exported graph holds: the whole test-time model, as ``model([{"image": image}])`` runs
-it, for one image:
+What the exported graph holds: the predict command's single pass (``--tiling off``) of the
+test-time model, for one image:
 
 * in: ``image``, (3, H, W) float32 in cfg.INPUT.FORMAT (BGR in the shipped configs), 0-255,
   already resized to the test size (:func:`resize_for_test`); H and W are dynamic;
 * inside: normalisation, padding to the backbone's size divisibility, backbone, FPN, head,
   anchors, score threshold, top-k per level, box decoding, per-class NMS (torchvision's
-  ``batched_nms``; ONNX ``NonMaxSuppression``), the detections cap, then clipping to the image
-  and the removal of empty boxes (``detector_postprocess`` at scale 1);
+  ``batched_nms``; ONNX ``NonMaxSuppression``), box voting where the config asks for it,
+  clipping to the image and the removal of empty boxes (``detector_postprocess`` at scale 1);
+  then, for a model with a Gaussian branch, the branch's map and each score multiplied by the
+  map at its box's centre to ``rescore_alpha`` (the predict command's rescoring, on by default),
+  the detections re-sorted, and the detections cap applied after it, as the command does;
 * out: ``boxes`` (N, 4) XYXY in the input image's pixels, ``scores`` (N,), ``classes`` (N,)
   int64, best score first; N is dynamic.
 
-The score threshold, top-k, NMS threshold and detections cap are those of the model when it was
-exported (MODEL.RETINANET.* and TEST.DETECTIONS_PER_IMAGE); they are constants of the graph.
-The Gaussian branch does not run at test time and is not in the graph (nor is the map that
-MODEL.GAUSSIAN.RETURN_MAP_AT_TEST asks for); a TorchScript file still carries its unused weights,
-as a traced module keeps all its submodules' parameters. Scaling the boxes back to the photo's size is left
-to the caller, as Detectron2's own export leaves ``detector_postprocess`` out.
+The score threshold, top-k, NMS threshold, detections cap and rescoring power are those of the
+model when it was exported (MODEL.RETINANET.*, TEST.DETECTIONS_PER_IMAGE, ``rescore_alpha``);
+they are constants of the graph. With ``rescore_alpha=0`` (or a model without the branch) the
+graph is RetinaNet's inference alone, ``model([{"image": image}])``. Scaling the boxes back to
+the photo's size is left to the caller, as Detectron2's own export leaves
+``detector_postprocess`` out.
 
 ONNX goes through the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``),
 opset :data:`ONNX_OPSET`: it records the traced graph with its data-dependent sizes (score
@@ -32,9 +35,10 @@ patching Detectron2. Export on the CPU: the trace records the device.
 """
 
 import contextlib
+import functools
 import os
 import warnings
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -45,6 +49,7 @@ from detectron2.structures import Boxes, pairwise_iou
 from torch import nn
 
 from ..baselines import SoftIoURetinaNet
+from .predictor import DEFAULT_RESCORE_ALPHA, forward_with_map, rescore_by_map
 
 __all__ = [
     "ONNX_OPSET",
@@ -84,16 +89,48 @@ def resize_for_test(image: np.ndarray, min_size: int, max_size: int) -> torch.Te
     return torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)), dtype=torch.float32)
 
 
-def _detections(model: nn.Module, image: torch.Tensor):
-    instances = model([{"image": image}])[0]["instances"]
-    return instances.pred_boxes.tensor, instances.scores, instances.pred_classes
+def _detections(model: nn.Module, image: torch.Tensor, rescore_alpha: float = 0.0):
+    if rescore_alpha <= 0:
+        instances = model([{"image": image}])[0]["instances"]
+        return instances.pred_boxes.tensor, instances.scores, instances.pred_classes
+    # The predict command's single pass (ShelfPredictor, tiling off): every detection NMS keeps
+    # (up to the top-k candidates), rescored by the map, best first, then the cap.
+    cap = model.max_detections_per_image
+    model.max_detections_per_image = max(model.test_topk_candidates, cap)
+    try:
+        h, w = image.shape[-2:]
+        (instances,), (gaussian_map,) = forward_with_map(
+            model, [{"image": image, "height": h, "width": w}], with_map=True, crop_maps=False
+        )
+    finally:
+        model.max_detections_per_image = cap
+    boxes = instances.pred_boxes.tensor
+    scores = rescore_by_map(instances.scores, boxes, gaussian_map, model.gaussian_stride, rescore_alpha)
+    order = scores.argsort(descending=True)[:cap]
+    return boxes[order], scores[order], instances.pred_classes[order]
 
 
-def detection_adapter(model: nn.Module, image: torch.Tensor) -> TracingAdapter:
+def _rescore_alpha(model: nn.Module, rescore_alpha: Optional[float]) -> float:
+    if rescore_alpha is None:  # the predict command's default
+        rescore_alpha = DEFAULT_RESCORE_ALPHA if hasattr(model, "gaussian_branch") else 0.0
+    if rescore_alpha > 0 and not hasattr(model, "gaussian_branch"):
+        raise ValueError("rescoring by the Gaussian map needs a model with a Gaussian branch")
+    return float(rescore_alpha)
+
+
+def detection_adapter(
+    model: nn.Module, image: torch.Tensor, rescore_alpha: Optional[float] = None
+) -> TracingAdapter:
     """
     ``model`` (in eval mode) as a traceable function of one image tensor (3, H, W) returning
     (boxes, scores, classes): a fixed tuple rather than Instances, so that a saved file is
     usable without the adapter's output schema.
+
+    Args:
+        rescore_alpha: above 0, each score is multiplied by the Gaussian map at its box's
+            centre to this power, as the predict command does (:func:`rescore_by_map`); None:
+            the predict command's default (:data:`DEFAULT_RESCORE_ALPHA` for models with the
+            branch, 0 for others).
     """
     if not isinstance(model, RetinaNet):
         raise TypeError(f"export supports the RetinaNet family, not {type(model).__name__}")
@@ -103,9 +140,10 @@ def detection_adapter(model: nn.Module, image: torch.Tensor) -> TracingAdapter:
         raise TypeError("SoftIoURetinaNet cannot be exported: the EM-Merger is not traceable")
     if model.training:
         raise ValueError("export a model in eval mode (model.eval())")
+    alpha = _rescore_alpha(model, rescore_alpha)
     # A new module is in training mode: torch.onnx.export would put the adapter, and so the model
     # inside it, back in that mode after exporting.
-    return TracingAdapter(model, (image,), _detections).eval()
+    return TracingAdapter(model, (image,), functools.partial(_detections, rescore_alpha=alpha)).eval()
 
 
 @contextlib.contextmanager
@@ -119,12 +157,15 @@ def _quiet_tracing():
         yield
 
 
-def export_torchscript(model: nn.Module, image: torch.Tensor, path: str) -> str:
+def export_torchscript(
+    model: nn.Module, image: torch.Tensor, path: str, *, rescore_alpha: Optional[float] = None
+) -> str:
     """
     Traces ``model`` on ``image`` (3, H, W) and saves the TorchScript module at ``path``
     (returned). The module maps an image (3, H', W') of any size to (boxes, scores, classes).
+    ``rescore_alpha``: see :func:`detection_adapter`.
     """
-    adapter = detection_adapter(model, image)
+    adapter = detection_adapter(model, image, rescore_alpha)
     with _quiet_tracing(), torch.no_grad():
         # check_trace re-runs the model twice more to compare: the parity test does that.
         traced = torch.jit.trace(adapter, (image,), check_trace=False)
@@ -134,13 +175,18 @@ def export_torchscript(model: nn.Module, image: torch.Tensor, path: str) -> str:
 
 
 def export_onnx(
-    model: nn.Module, image: torch.Tensor, path: str, *, opset: int = ONNX_OPSET
+    model: nn.Module,
+    image: torch.Tensor,
+    path: str,
+    *,
+    opset: int = ONNX_OPSET,
+    rescore_alpha: Optional[float] = None,
 ) -> str:
     """
     Exports ``model`` traced on ``image`` (3, H, W) to ONNX at ``path``, with input ``image``
     (3, height, width) and outputs :data:`OUTPUT_NAMES`, all sizes dynamic. Returns ``path``.
     """
-    adapter = detection_adapter(model, image)
+    adapter = detection_adapter(model, image, rescore_alpha)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with _quiet_tracing(), torch.no_grad():
         torch.onnx.export(
@@ -199,10 +245,15 @@ def run_torchscript(module, image: torch.Tensor) -> Detections:
         return _numpy(module(torch.as_tensor(image)))
 
 
-def run_pytorch(model: nn.Module, image: torch.Tensor) -> Detections:
-    """As :func:`run_onnx`, for the PyTorch model itself (in eval mode): the reference."""
+def run_pytorch(
+    model: nn.Module, image: torch.Tensor, rescore_alpha: Optional[float] = None
+) -> Detections:
+    """
+    As :func:`run_onnx`, for the PyTorch model itself (in eval mode) and the same
+    ``rescore_alpha`` as the export's: the reference.
+    """
     with torch.no_grad():
-        return _numpy(_detections(model, torch.as_tensor(image)))
+        return _numpy(_detections(model, torch.as_tensor(image), _rescore_alpha(model, rescore_alpha)))
 
 
 def compare_detections(reference: Detections, other: Detections) -> dict:

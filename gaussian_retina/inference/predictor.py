@@ -25,7 +25,14 @@ from .tiling import (
     single_pass_scale,
 )
 
-__all__ = ["DEFAULT_RESCORE_ALPHA", "Prediction", "ShelfPredictor", "probe_product_side"]
+__all__ = [
+    "DEFAULT_RESCORE_ALPHA",
+    "Prediction",
+    "ShelfPredictor",
+    "forward_with_map",
+    "probe_product_side",
+    "rescore_by_map",
+]
 
 # score * map(box centre) ** 0.5 raised AP on synthetic_shelves_val (35.5 -> 36.3) and, barely, on
 # the tobacco photos (14.5 -> 14.6): results/rescoring_experiment.md.
@@ -277,27 +284,7 @@ class ShelfPredictor:
         return [(r, m, s * f, f) for r, m, f in zip(instances, maps, strides)]
 
     def _forward(self, inputs):
-        model = self.model
-        if not isinstance(model, DenseDetector):
-            return [o["instances"] for o in model(inputs)], [None] * len(inputs)
-        # DenseDetector.forward's inference path, keeping the backbone's features for the
-        # Gaussian branch: GaussianRetinaNet's return_gaussian_map would run the backbone twice.
-        images = model.preprocess_image(inputs)
-        features = model.backbone(images.tensor)
-        head_features = [features[f] for f in model.head_in_features]
-        results = model.forward_inference(images, head_features, model.head(head_features))
-        instances = [
-            detector_postprocess(r, x["height"], x["width"]) for r, x in zip(results, inputs)
-        ]
-        if not self.with_map:
-            return instances, [None] * len(inputs)
-        pred_maps = model.gaussian_branch(features)
-        s = model.gaussian_stride
-        maps = [
-            m[0, : math.ceil(h / s), : math.ceil(w / s)]
-            for m, (h, w) in zip(pred_maps, images.image_sizes)
-        ]
-        return instances, maps
+        return forward_with_map(self.model, inputs, self.with_map)
 
     def _merge(self, grid: TileGrid, outs) -> Prediction:
         boxes, scores, classes, margins = [], [], [], []
@@ -305,7 +292,7 @@ class ShelfPredictor:
             inst = inst.to("cpu")
             b, sc = inst.pred_boxes.tensor, inst.scores
             if self.rescore_alpha > 0 and gmap is not None:
-                sc = sc * map_at_centres(gmap.cpu(), b, stride).pow(self.rescore_alpha)
+                sc = rescore_by_map(sc, b, gmap.cpu(), stride, self.rescore_alpha)
             boxes.append(b)
             scores.append(sc)
             classes.append(inst.pred_classes)
@@ -343,6 +330,46 @@ def probe_product_side(pred: Prediction, min_boxes: int = 5) -> Optional[float]:
     if len(boxes) < min_boxes:
         return None
     return float(np.median(np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))))
+
+
+def forward_with_map(model, inputs, with_map: bool, crop_maps: bool = True):
+    """
+    A Detectron2 model's detections on ``inputs`` (its list of dicts with "image", "height",
+    "width"), and for a dense detector with ``with_map``, its Gaussian map over each input too.
+
+    Args:
+        crop_maps: cut each map to its input's size; without, a map keeps the batch's padding
+            (a trace would freeze the cut's size; reading the map at box centres never reaches
+            the padding).
+    Returns:
+        (per input: Instances at "height" x "width", map (h', w') at the model's gaussian_stride
+        over the resized input or None).
+    """
+    if not isinstance(model, DenseDetector):
+        return [o["instances"] for o in model(inputs)], [None] * len(inputs)
+    # DenseDetector.forward's inference path, keeping the backbone's features for the Gaussian
+    # branch: GaussianRetinaNet's return_gaussian_map would run the backbone twice.
+    images = model.preprocess_image(inputs)
+    features = model.backbone(images.tensor)
+    head_features = [features[f] for f in model.head_in_features]
+    results = model.forward_inference(images, head_features, model.head(head_features))
+    instances = [detector_postprocess(r, x["height"], x["width"]) for r, x in zip(results, inputs)]
+    if not with_map:
+        return instances, [None] * len(inputs)
+    pred_maps = model.gaussian_branch(features)
+    if not crop_maps:
+        return instances, [m[0] for m in pred_maps]
+    s = model.gaussian_stride
+    maps = [
+        m[0, : math.ceil(h / s), : math.ceil(w / s)]
+        for m, (h, w) in zip(pred_maps, images.image_sizes)
+    ]
+    return instances, maps
+
+
+def rescore_by_map(scores, boxes, gaussian_map, stride: float, alpha: float) -> torch.Tensor:
+    """``scores`` times the map at each box's centre (:func:`map_at_centres`) to the ``alpha``."""
+    return scores * map_at_centres(gaussian_map, boxes, stride).pow(alpha)
 
 
 def map_at_centres(gaussian_map: torch.Tensor, boxes: torch.Tensor, stride: float) -> torch.Tensor:
