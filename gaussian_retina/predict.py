@@ -118,7 +118,7 @@ def get_parser():
         type=float,
         help="multiply scores by the Gaussian map at the box centre to this power; 0 "
         "is off (default: 0.5 for models with a Gaussian branch, else 0; see "
-        "results/rescoring_experiment.md)",
+        "results/inference.md)",
     )
     p.add_argument("--overlay", action="store_true", help="write overlays/<photo>.png")
     p.add_argument("--overlay-max-side", type=int, default=1024)

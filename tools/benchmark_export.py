@@ -13,7 +13,7 @@ timed. Per image: the median (and 10th-90th percentiles) over --runs passes over
     python tools/benchmark_export.py --config-file configs/synthetic/gln_R18.yaml \\
         --weights output/reproduction/gln_R18/seed0/model_final.pth \\
         --images ../shared/data/tobacco_shelves/images --threads 1 2 --runs 5 \\
-        --output results/export_benchmark.md
+        --output output/export_benchmark.md
 """
 
 import os

@@ -3,7 +3,6 @@ The benchmarks' shared harness (not part of the package): inputs synthesised to 
 statistics, training steps through Detectron2's own trainers, the peak memory of a step measured
 in a fresh process, and the machine's description. The tools import it by name
 (``from benchmark_harness import ...``): a script's own folder is on ``sys.path``.
-Its check: ``python -m pytest -q tools/test_benchmark_harness.py``.
 """
 
 import multiprocessing

@@ -413,7 +413,7 @@ def markdown_table(rows, max_dets):
     return "\n".join(lines)
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -463,7 +463,43 @@ def main():
     parser.add_argument("--output-dir", default=str(PROJECT_ROOT / "output/yolo_peer"))
     parser.add_argument("--table", default=str(PROJECT_ROOT / "output/yolo_peer/table.md"))
     parser.add_argument("--allow-network", action="store_true", help="do not block sockets")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def report_notes(args, command, summary, train_sets, max_dets):
+    """The Markdown lines above the table: the command, what both models saw, YOLO's run."""
+    notes = [
+        "# Peer benchmark: YOLOv8n from scratch vs ours",
+        "",
+        "Command:",
+        "",
+        f"    {command}",
+        "",
+        f"Both trained on {', '.join(f'`{n}`' for n in train_sets)} only, on this machine's CPU; "
+        "scored by "
+        f"`DenseCOCOEvaluator` at {max_dets} detections per image on `{VAL_SET}` and on the "
+        f"24 real photos `{REAL_SET}`, images read and resized by our test mapper. YOLO: conf "
+        f"{args.conf}, NMS IoU {args.iou}. Train wall time: YOLO's training loop (Ultralytics "
+        "`time=` mode, excluding setup and its end-of-run val); ours: Detectron2's "
+        '"Overall training speed" line (iterations only).',
+    ]
+    if summary:
+        notes += [
+            "",
+            f"YOLO run: budget {_budget(summary)}, "
+            f"{summary.get('batches')} batches of {summary.get('batch')} "
+            f"({summary.get('images_seen')} images, {summary.get('epochs')} epochs), "
+            f"imgsz {summary.get('imgsz')}, seed {summary.get('seed')}.",
+        ]
+    if args.max_images:
+        notes += ["", f"**Smoke run: first {args.max_images} images of each set only.**"]
+    if BLOCKED_NETWORK:
+        notes += ["", f"Network accesses blocked during the run: {len(BLOCKED_NETWORK)}."]
+    return notes
+
+
+def main():
+    args = parse_args()
     if importlib.util.find_spec("ultralytics") is None:
         sys.exit(INSTALL_HINT)
     command = " ".join(
@@ -569,33 +605,7 @@ def main():
         )
 
     # 5. The table.
-    notes = [
-        "# Peer benchmark: YOLOv8n from scratch vs ours",
-        "",
-        "Command:",
-        "",
-        f"    {command}",
-        "",
-        f"Both trained on {', '.join(f'`{n}`' for n in train_sets)} only, on this machine's CPU; "
-        "scored by "
-        f"`DenseCOCOEvaluator` at {max_dets} detections per image on `{VAL_SET}` and on the "
-        f"24 real photos `{REAL_SET}`, images read and resized by our test mapper. YOLO: conf "
-        f"{args.conf}, NMS IoU {args.iou}. Train wall time: YOLO's training loop (Ultralytics "
-        "`time=` mode, excluding setup and its end-of-run val); ours: Detectron2's "
-        '"Overall training speed" line (iterations only).',
-    ]
-    if summary:
-        notes += [
-            "",
-            f"YOLO run: budget {_budget(summary)}, "
-            f"{summary.get('batches')} batches of {summary.get('batch')} "
-            f"({summary.get('images_seen')} images, {summary.get('epochs')} epochs), "
-            f"imgsz {summary.get('imgsz')}, seed {summary.get('seed')}.",
-        ]
-    if args.max_images:
-        notes += ["", f"**Smoke run: first {args.max_images} images of each set only.**"]
-    if BLOCKED_NETWORK:
-        notes += ["", f"Network accesses blocked during the run: {len(BLOCKED_NETWORK)}."]
+    notes = report_notes(args, command, summary, train_sets, max_dets)
     text = "\n".join(notes) + "\n\n" + markdown_table(table_rows, max_dets) + "\n"
     print("\n" + text)
     if args.table:

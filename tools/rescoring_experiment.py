@@ -3,12 +3,10 @@
 Experiment: rescore each detection by the predicted Gaussian map at its box centre,
 score' = score * clip(map(centre), 0, 1) ** alpha, and compare AP (DenseCOCOEvaluator, 300
 detections) with the plain scores on synthetic_shelves_val and the 24 TobaccoShelves photos.
-Writes a Markdown table (results/rescoring_experiment.md):
+Writes a Markdown table (results/inference.md, "Rescoring by the map", holds its figures):
 
-    python3 tools/rescoring_experiment.py \\
-        --config-file configs/synthetic/gln_R18.yaml \\
-        --weights output/reproduction/gln_R18/seed0/model_final.pth \\
-        --table results/rescoring_experiment.md
+    python tools/rescoring_experiment.py --config-file configs/synthetic/gln_R18.yaml \\
+        --weights output/synthetic/gln_R18/model_final.pth --table output/rescoring.md
 
 The rule is fixed before looking (alpha in 0.5, 1: a square-root and a plain product); alpha is
 chosen on synthetic_shelves_val, then checked on the tobacco photos; it is on by default

@@ -36,8 +36,8 @@ from detectron2.utils.logger import setup_logger
 from gaussian_retina.data import build_gaussian_renderer
 from gaussian_retina.data.image_reader import read_shelf_image
 from gaussian_retina.engine import get_project_cfg
-from gaussian_retina.inference.overlay import RED, draw_overlay, save_png
-from gaussian_retina.inference.overlay import _ShelfVisualizer as ShelfVisualizer
+from gaussian_retina.inference import ShelfVisualizer, draw_overlay, save_png
+from gaussian_retina.inference.overlay import RED
 from gaussian_retina.shelves import configure_shelf_datasets
 from gaussian_retina.shelves.retail_csv import read_box_csv
 

@@ -24,6 +24,7 @@ from .export import (
     run_pytorch,
     run_torchscript,
 )
+from .overlay import ShelfVisualizer, draw_overlay, save_png
 from .calibration import calibrate_counts, calibration_cache_dir
 from .predictor import Prediction, ShelfPredictor, map_at_centres, probe_product_side, stitch_maps
 from .run_outputs import RunOutputs, SettingsMismatchError

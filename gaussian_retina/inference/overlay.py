@@ -12,14 +12,17 @@ import numpy as np
 from detectron2.utils.visualizer import Visualizer
 from PIL import Image
 
-__all__ = ["draw_overlay", "save_png"]
+__all__ = ["ShelfVisualizer", "draw_overlay", "save_png"]
 
 RED = (1.0, 0.0, 0.0)
 
 
-class _ShelfVisualizer(Visualizer):
-    # A shelf holds hundreds of touching boxes: thin opaque outlines, no labels (the default
-    # half-transparent, size-scaled outlines turn them into a smear).
+class ShelfVisualizer(Visualizer):
+    """
+    Detectron2's Visualizer with thin opaque outlines and no labels: a shelf holds hundreds of
+    touching boxes, which the default half-transparent, size-scaled outlines turn into a smear.
+    """
+
     def __init__(self, img_rgb, line_width=1.2):
         super().__init__(img_rgb, metadata=None, scale=1.0)
         self._default_font_size = 4 * line_width * 72 / self.output.dpi
@@ -46,7 +49,7 @@ def draw_overlay(
     small = cv2.resize(
         image_rgb, (max(1, round(W * f)), max(1, round(H * f))), interpolation=cv2.INTER_AREA
     )
-    vis = _ShelfVisualizer(small)
+    vis = ShelfVisualizer(small)
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * f
     if len(boxes):
         vis.overlay_instances(boxes=boxes, assigned_colors=[RED] * len(boxes))

@@ -34,8 +34,10 @@ __all__ = [
     "rescore_by_map",
 ]
 
-# score * map(box centre) ** 0.5 raised AP on synthetic_shelves_val (35.5 -> 36.3) and, barely, on
-# the tobacco photos (14.5 -> 14.6): results/rescoring_experiment.md.
+# A product's centre lies on a peak of the map and a false box's centre rarely does: multiplying
+# the score by the map there raised AP on synthetic val and on the tobacco photos for every
+# checkpoint measured, the square root as much as the plain product (results/inference.md,
+# "Rescoring by the map").
 DEFAULT_RESCORE_ALPHA = 0.5
 
 # A box edge within this many *input* pixels of a tile's inner edge counts as cut by it: the
@@ -117,7 +119,7 @@ class ShelfPredictor:
             with_map: also return the Gaussian map (models with a ``gaussian_branch``).
             rescore_alpha: if > 0, each detection's score is multiplied by the predicted map at
                 its box centre (clipped to [0, 1]) to the power ``rescore_alpha``
-                (results/rescoring_experiment.md); needs a Gaussian branch. None:
+                (results/inference.md, "Rescoring by the map"); needs a Gaussian branch. None:
                 :data:`DEFAULT_RESCORE_ALPHA` for models with the branch, 0 for others.
         """
         if tiling == "auto" and not train_product_side:
