@@ -79,13 +79,12 @@ def get_parser():
     )
     p.add_argument(
         "--tiling",
-        # Not "auto": its probe tiles the real tobacco photos (7 tiles a photo) and loses 24 AP
-        # there, while it gains 29 AP on the phone-sized synthetic scenes (results/inference.md).
-        default="off",
+        default="auto",
         type=parse_tiling,
-        help="'off' (the default: one resized pass), 'auto' (a probe first; the photo is tiled when "
-        "the products it found are much smaller than the training scale's), or WxH, a tile "
-        "size in photo pixels (e.g. 1024x768)",
+        help="'auto' (the default: one resized pass, kept where its products are near the "
+        "training scale or larger; elsewhere a probe of the photo's centre, and tiles when its "
+        "products are much smaller), 'off' (one resized pass), or WxH, a tile size in photo "
+        "pixels (e.g. 1024x768)",
     )
     p.add_argument(
         "--train-product-side",

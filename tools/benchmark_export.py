@@ -70,6 +70,8 @@ def parse_args():
     parser.add_argument("--runs", type=int, default=5, help="timed passes over all the photos")
     parser.add_argument("--threads", type=int, nargs="+", default=[1])
     parser.add_argument("--output", default="", help="Markdown file to append the report to")
+    parser.add_argument("--rescore-alpha", type=float, help="the map's power in the exported "
+                        "rescoring (default: the predict command's; 0: RetinaNet's inference alone)")
     return parser.parse_args()
 
 
@@ -109,10 +111,10 @@ def main():
     ]
     with tempfile.TemporaryDirectory() as d:
         start = time.perf_counter()
-        onnx_path = export_onnx(model, images[0], os.path.join(d, "model.onnx"))
+        onnx_path = export_onnx(model, images[0], os.path.join(d, "model.onnx"), rescore_alpha=args.rescore_alpha)
         onnx_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        ts_path = export_torchscript(model, images[0], os.path.join(d, "model.ts"))
+        ts_path = export_torchscript(model, images[0], os.path.join(d, "model.ts"), rescore_alpha=args.rescore_alpha)
         ts_seconds = time.perf_counter() - start
         lines.append(
             f"- files: ONNX (opset {ONNX_OPSET}, TorchScript-based exporter) "
@@ -135,7 +137,7 @@ def main():
             "|---|---|---|---|---|",
         ]
         for name, run in runners.items():
-            stats = [compare_detections(run_pytorch(model, x), run(x)) for x in images]
+            stats = [compare_detections(run_pytorch(model, x, args.rescore_alpha), run(x)) for x in images]
             lines.append(
                 f"| {name} | {sum(s['count'] for s in stats)} "
                 f"({min(s['count'] for s in stats)}-{max(s['count'] for s in stats)} per photo) | "
@@ -154,7 +156,7 @@ def main():
         for threads in args.threads:
             torch.set_num_threads(threads)
             runners = {
-                "PyTorch (eager)": lambda x: run_pytorch(model, x),
+                "PyTorch (eager)": lambda x: run_pytorch(model, x, args.rescore_alpha),
                 "TorchScript": lambda x: run_torchscript(scripted, x),
                 "ONNX Runtime": lambda x: run_onnx(sessions[threads], x),
             }

@@ -44,6 +44,7 @@ MODULES = {
     "modeling/meta_arch.py": ["test_model.py", "test_training_step.py"],
     "modeling/anchor_matching.py": ["test_anchor_matching.py"],
     "modeling/backbone.py": ["test_model.py", "test_anchor_matching.py"],
+    "modeling/box_voting.py": ["test_box_voting.py"],
     "evaluation/dense_coco_evaluation.py": ["test_evaluation.py"],
     "evaluation/error_anatomy.py": ["test_error_anatomy.py"],
     "evaluation/benchmark.py": ["test_benchmark_inputs.py", "test_evaluation.py"],

@@ -369,9 +369,17 @@ def forward_with_map(model, inputs, with_map: bool, crop_maps: bool = True):
     return instances, maps
 
 
+# The map's floor in the rescoring: boxes whose centre the map puts at 0 keep their order, by
+# their own score, instead of tying at 0 (where which of them a cap keeps would be arbitrary).
+RESCORE_MAP_FLOOR = 1e-4
+
+
 def rescore_by_map(scores, boxes, gaussian_map, stride: float, alpha: float) -> torch.Tensor:
-    """``scores`` times the map at each box's centre (:func:`map_at_centres`) to the ``alpha``."""
-    return scores * map_at_centres(gaussian_map, boxes, stride).pow(alpha)
+    """
+    ``scores`` times the map at each box's centre (:func:`map_at_centres`), at least
+    :data:`RESCORE_MAP_FLOOR`, to the ``alpha``.
+    """
+    return scores * map_at_centres(gaussian_map, boxes, stride).clamp(min=RESCORE_MAP_FLOOR).pow(alpha)
 
 
 def map_at_centres(gaussian_map: torch.Tensor, boxes: torch.Tensor, stride: float) -> torch.Tensor:
