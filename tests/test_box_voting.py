@@ -27,6 +27,23 @@ def test_each_kept_box_is_the_score_weighted_mean_of_its_voters():
     assert vote_boxes(kept[:0], kept_classes[:0], boxes, scores, classes, 0.8).shape == (0, 4)
 
 
+def test_voting_edge_cases():
+    # One kept box, low scores (their sum under 1), a voter at exactly the threshold's IoU.
+    kept = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 12.5]])  # IoU 100 / 125
+    scores = torch.tensor([0.3, 0.1])
+    classes = torch.tensor([0, 0])
+    voted = vote_boxes(kept, classes[:1], boxes, scores, classes, 0.8)
+    torch.testing.assert_close(voted[0], (0.3 * boxes[0] + 0.1 * boxes[1]) / 0.4)
+    # An empty kept box overlaps nothing, itself included: it stays as it is, not zeroed.
+    empty = torch.tensor([[5.0, 5.0, 5.0, 9.0]])
+    torch.testing.assert_close(
+        vote_boxes(empty, classes[:1], torch.cat([empty, boxes]), torch.tensor([0.5, 0.3, 0.1]),
+                   torch.tensor([0, 0, 0]), 0.8),
+        empty,
+    )
+
+
 def test_voting_moves_boxes_and_keeps_retinanet_choice():
     torch.manual_seed(0)
     opts = ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"]

@@ -30,6 +30,9 @@ def test_a_tie_at_a_nonzero_error_gives_the_smallest_threshold():
     assert (thr, mae) == (0.05, 0.5)
     thr, mae = calibrate_threshold(scores, [1, 2], count_detections, candidates=[0.3, 0.5, 0.95])
     assert (thr, mae) == (0.3, 0.5)
+    # Given in any order.
+    thr, mae = calibrate_threshold(scores, [1, 2], count_detections, candidates=[0.95, 0.5, 0.3])
+    assert (thr, mae) == (0.3, 0.5)
 
 
 def test_the_lowest_error_wins_over_a_smaller_threshold():

@@ -127,7 +127,8 @@ def calibrate_threshold(
     candidates = DEFAULT_CANDIDATES if candidates is None else candidates
     true = np.asarray(true_counts, dtype=np.float64)
     best = None
-    for thr in candidates:
+    # Ascending, so that the first of equal MAEs is the smallest threshold, whatever the order given.
+    for thr in sorted(candidates):
         pred = np.array([counter(v, float(thr)) for v in values_per_image], dtype=np.float64)
         mae = float(np.abs(pred - true).mean())
         if best is None or mae < best[1] - 1e-12:
