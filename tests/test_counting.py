@@ -1,13 +1,24 @@
-"""Count calibration: the threshold that minimises the count MAE, the smallest one on a tie."""
+"""
+Counting: detections above a threshold, the map's peaks and mass against rendered target maps,
+the error summary, and the calibration that picks the threshold minimising the count MAE (the
+smallest one on a tie).
+"""
 
 import numpy as np
 import pytest
 
+from gaussian_retina.data import GaussianMapRenderer
 from gaussian_retina.inference.counting import (
     calibrate_threshold,
     count_detections,
     count_errors,
+    count_map_mass,
+    count_map_peaks,
+    template_mean,
 )
+
+# Three products apart from each other, on a 200 x 300 photo.
+BOXES = np.array([[10.0, 20.0, 60.0, 100.0], [120.0, 30.0, 170.0, 110.0], [200.0, 100.0, 280.0, 190.0]])
 
 
 def test_count_detections_includes_the_threshold():
@@ -53,3 +64,52 @@ def test_count_errors():
     errors = count_errors([12, 7, 3], [10, 8, 0])
     assert errors["mae"] == pytest.approx((2 + 1 + 3) / 3)
     assert errors["mean_rel_error"] == pytest.approx((0.2 + 0.125) / 2)  # true 0 left out
+
+
+def test_map_peaks_count_each_rendered_product_once():
+    target = GaussianMapRenderer(stride=2)(BOXES, (200, 300))
+    assert count_map_peaks(target, 0.5) == 3
+    assert count_map_peaks(target, 1.01) == 0  # each peak is 1 high
+    assert count_map_peaks(np.zeros((0, 0)), 0.5) == 0
+
+
+def test_map_peaks_plateaus_and_neighbourhood():
+    m = np.zeros((12, 12), np.float32)
+    m[5, 5] = m[6, 6] = 1.0  # one flat top touching diagonally: one product
+    assert count_map_peaks(m, 0.5) == 1
+    m = np.zeros((12, 12), np.float32)
+    m[5, 3], m[5, 4], m[5, 5] = 0.9, 0.6, 0.8  # two maxima two pixels apart
+    assert count_map_peaks(m, 0.5) == 2
+    assert count_map_peaks(m, 0.5, neighbourhood=5) == 1  # one window covers both
+    assert count_map_peaks(m, 0.85) == 1
+
+
+def test_template_mean_is_one_boxs_mass_per_pixel():
+    box = np.array([[0.0, 0.0, 90.0, 60.0]])
+    rendered = GaussianMapRenderer(stride=1)(box, (60, 90))
+    assert template_mean() == pytest.approx(rendered.sum() / (90 * 60), rel=0.02)
+    narrow = GaussianMapRenderer(stride=1, sigma=20.0)(box, (60, 90))
+    assert template_mean(sigma=20.0) == pytest.approx(narrow.sum() / (90 * 60), rel=0.02)
+    assert template_mean(sigma=20.0) < 0.7 * template_mean()
+
+
+def test_map_mass_counts_the_products_of_a_rendered_map():
+    target = GaussianMapRenderer(stride=2)(BOXES, (200, 300))
+    areas = (BOXES[:, 2] - BOXES[:, 0]) * (BOXES[:, 3] - BOXES[:, 1])
+    # Exact for boxes of one size, close for these three.
+    assert count_map_mass(target, 2.0, areas) == pytest.approx(3.0, rel=0.1)
+    same = np.array([[10.0, 20.0, 60.0, 100.0], [120.0, 20.0, 170.0, 100.0]])
+    two = GaussianMapRenderer(stride=2)(same, (200, 300))
+    assert count_map_mass(two, 2.0, [4000.0, 4000.0]) == pytest.approx(2.0, rel=0.03)
+    # Half the stride, four times the map pixels per product; negative values weigh nothing.
+    fine = GaussianMapRenderer(stride=1)(same, (200, 300))
+    assert count_map_mass(fine - 0.001 * (fine == 0), 1.0, [4000.0]) == pytest.approx(2.0, rel=0.03)
+    assert count_map_mass(two, 2.0, []) == 0.0
+
+
+def test_count_errors():
+    out = count_errors([3, 5, 2], [4, 5, 0])
+    assert out["mae"] == pytest.approx(1.0)  # (1 + 0 + 2) / 3
+    assert out["mean_rel_error"] == pytest.approx(0.125)  # (1/4 + 0/5) / 2: no product, no ratio
+    empty = count_errors([], [])
+    assert np.isnan(empty["mae"]) and np.isnan(empty["mean_rel_error"])
