@@ -53,7 +53,7 @@ MODULES = {
     "shelves/box_table.py": ["test_datasets.py", "test_retail_csv.py", "test_coco_yolo.py"],
     "shelves/bad_input.py": ["test_datasets.py"],
     "baselines/em_merger.py": ["test_em_merger.py"],
-    "inference/tiling.py": ["test_predict.py"],
+    "inference/tiling.py": ["test_predict.py", "test_tiling.py"],
     "inference/counting.py": ["test_predict.py", "test_counting.py"],
     "inference/writers.py": ["test_predict.py", "test_evaluation.py", "test_writers.py"],
 }
