@@ -26,6 +26,7 @@ from gaussian_retina.engine import get_project_cfg
 from gaussian_retina.modeling import GaussianRetinaNet
 
 __all__ = [
+    "cpu_name",
     "device_description",
     "load_average",
     "benchmark_cfg",
@@ -60,20 +61,22 @@ def load_average() -> str:
     return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = (line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            return next(names)
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def device_description(device: str = "cpu") -> str:
     """The machine a measurement ran on, in words: the GPU's name, or the CPU's model and cores."""
     if str(device).startswith("cuda"):
         props = torch.cuda.get_device_properties(torch.device(device))
         return f"{props.name}, {props.total_memory / 2**30:.0f} GiB (CUDA {torch.version.cuda})"
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(
-                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
-            )
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} CPUs seen, no GPU used"
+    return f"{cpu_name()}, {os.cpu_count()} CPUs seen, no GPU used"
 
 
 def benchmark_cfg(config_file: str, *, depth: int = 50, device: str = "cpu", opts: Sequence = ()):

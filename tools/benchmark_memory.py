@@ -90,7 +90,8 @@ def main():
         "",
         f"torch {torch.__version__}, {device_description('cpu')}; {args.threads} thread(s) per "
         "case, one case at a time, each in a fresh process; glibc's "
-        + (f"MALLOC_MMAP_THRESHOLD_={args.mmap_threshold}." if args.mmap_threshold else "defaults."),
+        + (f"MALLOC_MMAP_THRESHOLD_={args.mmap_threshold}." if args.mmap_threshold
+           else "defaults."),
         "",
     ]
     print("\n".join(lines), flush=True)

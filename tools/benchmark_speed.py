@@ -391,8 +391,8 @@ def training_tables(args, results):
         "",
         f"{args.size[0]}x{args.size[1]}, ResNet-{args.depth}, untrained, lr 0; {args.warmup} "
         f"warm-up then {args.iters} timed steps (forward with losses, backward, optimizer step) "
-        "per case, one fresh model per case. Peak memory over the timed steps (GPU: tensors allocated / caching allocator's reserve; "
-        "CPU: the process's peak RSS).",
+        "per case, one fresh model per case. Peak memory over the timed steps (GPU: tensors "
+        "allocated / caching allocator's reserve; CPU: the process's peak RSS).",
         "",
         tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True),
         "",
