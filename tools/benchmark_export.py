@@ -42,14 +42,8 @@ from gaussian_retina.data.image_reader import read_shelf_image  # noqa: E402
 from gaussian_retina.engine import get_project_cfg  # noqa: E402
 from benchmark_harness import append_report, device_description, load_average  # noqa: E402
 from gaussian_retina.inference import (  # noqa: E402
-    compare_detections,
-    export_onnx,
-    export_torchscript,
-    load_onnx,
-    resize_for_test,
-    run_onnx,
-    run_pytorch,
-    run_torchscript,
+    compare_detections, export_onnx, export_torchscript, load_onnx, resize_for_test, run_onnx,
+    run_pytorch, run_torchscript,
 )
 from gaussian_retina.inference.export import ONNX_OPSET  # noqa: E402
 
