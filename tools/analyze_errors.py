@@ -20,10 +20,7 @@ from detectron2.structures import BoxMode
 from gaussian_retina.evaluation import ERROR_KINDS, error_anatomy
 from gaussian_retina.inference import ShelfPredictor
 from gaussian_retina.inference.evaluate import (
-    photo_experiment_cfg,
-    photo_experiment_parser,
-    predict_records,
-    register_labelled_photos,
+    photo_experiment_cfg, photo_experiment_parser, predict_records, register_labelled_photos,
     write_table,
 )
 from gaussian_retina.shelves import configure_shelf_datasets
@@ -32,9 +29,8 @@ TOBACCO = "tobacco_shelves_24_errors"
 
 
 def gt_boxes(record):
-    return [
-        BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in record["annotations"]
-    ]
+    return [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+            for a in record["annotations"]]
 
 
 def main():
@@ -56,14 +52,9 @@ def main():
         images = [(p.boxes, p.scores, gt_boxes(r)) for p, r in zip(preds, records)]
         for thresh in args.score_thresh:
             c = error_anatomy(images, thresh)
-            cells = [
-                name,
-                f"{thresh:g}",
-                c["ground truth"],
-                c["missed"],
-                *(c[k] for k in ERROR_KINDS),
-            ]
-            cells.append(" / ".join(f"{x:+.2f}" for x in c["median edge offsets"]))
+            cells = [name, f"{thresh:g}", c["ground truth"], c["missed"],
+                     *(c[k] for k in ERROR_KINDS),
+                     " / ".join(f"{x:+.2f}" for x in c["median edge offsets"])]
             lines.append("| " + " | ".join(str(x) for x in cells) + " |")
     lines += [
         "",

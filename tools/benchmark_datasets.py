@@ -38,26 +38,17 @@ def default_test_sets():
     product-detection benchmark's sets (registered with ``register_retail_dataset``, which
     records an ``annotation_format``), whether or not their files are here.
     """
-    return [
-        name
-        for name in DatasetCatalog.list()
-        if name in MetadataCatalog
-        and MetadataCatalog.get(name).get("annotation_format") is not None
-        and (name.endswith("_test") or name.startswith("benchmark_"))
-    ]
+    return [name for name in DatasetCatalog.list()
+            if name in MetadataCatalog
+            and MetadataCatalog.get(name).get("annotation_format") is not None
+            and (name.endswith("_test") or name.startswith("benchmark_"))]
 
 
 def write_tables(rows, missing, output_dir, max_dets, note=""):
-    """
-    Writes benchmark.md and benchmark.csv under output_dir. Returns the Markdown text.
-    """
+    """Writes benchmark.md and benchmark.csv under output_dir. Returns the Markdown text."""
     columns = paper_metric_names(max_dets)
-    table = tabulate(
-        [[name] + [m[c] for c in columns] for name, m in rows.items()],
-        headers=["dataset"] + columns,
-        tablefmt="pipe",
-        floatfmt=".1f",
-    )
+    table = tabulate([[name] + [m[c] for c in columns] for name, m in rows.items()],
+                     headers=["dataset"] + columns, tablefmt="pipe", floatfmt=".1f")
     text = [note, "", table if rows else "(no dataset could be evaluated)", ""]
     if missing:
         text += ["Missing (not evaluated):", ""]
@@ -78,15 +69,10 @@ def main():
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--weights", required=True, help="checkpoint to evaluate")
     parser.add_argument("--datasets", nargs="+", help="default: every registered test set")
-    parser.add_argument(
-        "--register",
-        nargs=3,
-        action="append",
-        default=[],
-        metavar=("NAME", "IMAGE_ROOT", "ANNOTATIONS"),
-        help="also evaluate this shelf dataset (any format register_retail_dataset "
-        "reads); repeatable",
-    )
+    parser.add_argument("--register", nargs=3, action="append", default=[],
+                        metavar=("NAME", "IMAGE_ROOT", "ANNOTATIONS"),
+                        help="also evaluate this shelf dataset (any format "
+                        "register_retail_dataset reads); repeatable")
     parser.add_argument("--max-images", type=int, help="evaluate the first N images of each set")
     parser.add_argument("--output-dir", help="default: OUTPUT_DIR/benchmark")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
@@ -111,10 +97,9 @@ def main():
     logger.info(f"Evaluating {args.weights} on {len(names)} datasets: {', '.join(names)}")
     configure_shelf_datasets(cfg, names)  # the config's bad-input policy and COCO json cache
     rows, missing = evaluate_all(cfg, model, names, output_dir, args.max_images)
-    note = (
-        f"{args.config_file}, weights {args.weights}, {cfg.TEST.DETECTIONS_PER_IMAGE} detections "
-        "per image" + (f", first {args.max_images} images of each set" if args.max_images else "")
-    )
+    note = (f"{args.config_file}, weights {args.weights}, {cfg.TEST.DETECTIONS_PER_IMAGE} "
+            "detections per image"
+            + (f", first {args.max_images} images of each set" if args.max_images else ""))
     text = write_tables(rows, missing, output_dir, cfg.TEST.DETECTIONS_PER_IMAGE, note)
     print(text)
     logger.info(f"Wrote {output_dir}/benchmark.md and benchmark.csv")

@@ -18,29 +18,18 @@ kept (which should be close to the number of objects).
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmark_harness import cpu_name
 from gaussian_retina.baselines.em_merger import em_merge
 from gaussian_retina.shelves.retail_csv import read_box_csv
 
 SHORT_SIDE = 800
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmark_annotations"
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def densest_real_layout(data_dir: Path):
@@ -91,9 +80,8 @@ def time_layout(objects, image_size, num_boxes, repeats, rng):
 
 
 def main():
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-boxes", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
@@ -109,17 +97,14 @@ def main():
     else:
         print(f"{DATA} is absent: timing the synthetic grid only.")
 
-    print(
-        f"CPU: {cpu_name()}, {os.cpu_count()} cores, 1 torch thread; "
-        f"{args.num_boxes} candidates per image, {args.repeats} repeats.\n"
-    )
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, 1 torch thread; "
+          f"{args.num_boxes} candidates per image, {args.repeats} repeats.\n")
     print("| layout | image (H x W) | objects | median ms | p90 ms | boxes kept |")
     print("|---|---|---|---|---|---|")
     for label, objects, size in layouts:
         med, p90, kept = time_layout(objects, size, args.num_boxes, args.repeats, rng)
-        print(
-            f"| {label} | {size[0]} x {size[1]} | {len(objects)} | {med:.1f} | {p90:.1f} | {kept} |"
-        )
+        print(f"| {label} | {size[0]} x {size[1]} | {len(objects)} | {med:.1f} | {p90:.1f} "
+              f"| {kept} |")
 
 
 if __name__ == "__main__":

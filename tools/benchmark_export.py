@@ -40,20 +40,10 @@ from detectron2.modeling import build_model  # noqa: E402
 
 from gaussian_retina.data.image_reader import read_shelf_image  # noqa: E402
 from gaussian_retina.engine import get_project_cfg  # noqa: E402
-from benchmark_harness import (  # noqa: E402
-    append_report,
-    device_description,
-    load_average,
-)
+from benchmark_harness import append_report, device_description, load_average  # noqa: E402
 from gaussian_retina.inference import (  # noqa: E402
-    compare_detections,
-    export_onnx,
-    export_torchscript,
-    load_onnx,
-    resize_for_test,
-    run_onnx,
-    run_pytorch,
-    run_torchscript,
+    compare_detections, export_onnx, export_torchscript, load_onnx, resize_for_test, run_onnx,
+    run_pytorch, run_torchscript,
 )
 from gaussian_retina.inference.export import ONNX_OPSET  # noqa: E402
 
@@ -63,37 +53,91 @@ ROOT = Path(__file__).resolve().parents[1]
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config-file", default=str(ROOT / "configs/synthetic/gln_R18.yaml"))
-    parser.add_argument(
-        "--weights", default=str(ROOT / "output/reproduction/gln_R18/seed0/model_final.pth")
-    )
+    parser.add_argument("--weights",
+                        default=str(ROOT / "output/reproduction/gln_R18/seed0/model_final.pth"))
     parser.add_argument("--images", default=str(ROOT.parent / "shared/data/tobacco_shelves/images"))
     parser.add_argument("--runs", type=int, default=5, help="timed passes over all the photos")
     parser.add_argument("--threads", type=int, nargs="+", default=[1])
     parser.add_argument("--output", default="", help="Markdown file to append the report to")
-    parser.add_argument("--rescore-alpha", type=float, help="the map's power in the exported "
-                        "rescoring (default: the predict command's; 0: RetinaNet's inference alone)")
+    parser.add_argument("--rescore-alpha", type=float,
+                        help="the map's power in the exported rescoring (default: the predict "
+                        "command's; 0: RetinaNet's inference alone)")
     return parser.parse_args()
 
 
-def main():
-    args = parse_args()
+def load_model_and_images(args):
+    """The checkpoint on the CPU, and every photo of --images resized to the config's test size."""
     cfg = get_project_cfg(args.config_file)
     cfg.MODEL.DEVICE = "cpu"
     model = build_model(cfg).eval()
     DetectionCheckpointer(model).load(args.weights)
-
     photos = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in (".jpg", ".png"))
-    images = [
-        resize_for_test(
-            read_shelf_image({"file_name": str(p)}, cfg.INPUT.FORMAT),
-            cfg.INPUT.MIN_SIZE_TEST,
-            cfg.INPUT.MAX_SIZE_TEST,
+    images = [resize_for_test(read_shelf_image({"file_name": str(p)}, cfg.INPUT.FORMAT),
+                              cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST) for p in photos]
+    return cfg, model, photos, images
+
+
+def export_both(model, image, folder, alpha):
+    """ONNX and TorchScript files traced on ``image``, and the seconds each export took."""
+    paths, seconds = [], []
+    for export, name in ((export_onnx, "model.onnx"), (export_torchscript, "model.ts")):
+        start = time.perf_counter()
+        paths.append(export(model, image, os.path.join(folder, name), rescore_alpha=alpha))
+        seconds.append(time.perf_counter() - start)
+    return paths, seconds
+
+
+def parity_lines(model, runners, images, alpha):
+    """Each export's detections against PyTorch's on every photo, with trained weights."""
+    lines = ["", "| export | detections (PyTorch) | photos not matched 1:1 | min IoU "
+             "| max score diff |", "|---|---|---|---|---|"]
+    for name, run in runners.items():
+        stats = [compare_detections(run_pytorch(model, x, alpha), run(x)) for x in images]
+        counts = [s["count"] for s in stats]
+        lines.append(
+            f"| {name} | {sum(counts)} ({min(counts)}-{max(counts)} per photo) | "
+            f"{sum(s['count'] != s['other_count'] or not s['one_to_one'] for s in stats)} | "
+            f"{min(s['min_iou'] for s in stats):.6f} | "
+            f"{max(s['max_score_diff'] for s in stats):.1e} |"
         )
-        for p in photos
-    ]
+    return lines
+
+
+def latency_lines(threads, runners, images, runs):
+    """Per-image latency of each runtime, interleaved photo by photo, against PyTorch's."""
+    # Two warm-up passes: TorchScript's profiling executor optimises a graph for an input
+    # shape on its second call, and every runtime allocates its buffers on the first.
+    for _ in range(2):
+        for x in images:
+            for run in runners.values():
+                run(x)
+    load_before = os.getloadavg()[0]
+    times = {name: [] for name in runners}
+    for _ in range(runs):
+        for x in images:
+            for name, run in runners.items():
+                start = time.perf_counter()
+                run(x)
+                times[name].append(time.perf_counter() - start)
+    load_after = os.getloadavg()[0]
+    base = np.median(times["PyTorch (eager)"])
+    lines = []
+    for name, t in times.items():
+        t = np.asarray(t) * 1000
+        lines.append(
+            f"| {threads} | {name} | {np.median(t):.1f} | "
+            f"{np.percentile(t, 10):.1f}-{np.percentile(t, 90):.1f} | "
+            f"{base * 1000 / np.median(t):.2f}x | {load_before:.2f}, {load_after:.2f} |"
+        )
+    return lines
+
+
+def main():
+    args = parse_args()
+    cfg, model, photos, images = load_model_and_images(args)
     sizes = sorted({tuple(x.shape[1:]) for x in images})
     print(f"{len(images)} photos, {len(sizes)} input sizes from {min(sizes)} to {max(sizes)}")
-
+    alpha = args.rescore_alpha
     lines = [
         "",
         f"## {Path(args.config_file).name}, {datetime.date.today()}",
@@ -110,12 +154,7 @@ def main():
         f"{', '.join(map(str, args.threads))}",
     ]
     with tempfile.TemporaryDirectory() as d:
-        start = time.perf_counter()
-        onnx_path = export_onnx(model, images[0], os.path.join(d, "model.onnx"), rescore_alpha=args.rescore_alpha)
-        onnx_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        ts_path = export_torchscript(model, images[0], os.path.join(d, "model.ts"), rescore_alpha=args.rescore_alpha)
-        ts_seconds = time.perf_counter() - start
+        (onnx_path, ts_path), (onnx_seconds, ts_seconds) = export_both(model, images[0], d, alpha)
         lines.append(
             f"- files: ONNX (opset {ONNX_OPSET}, TorchScript-based exporter) "
             f"{os.path.getsize(onnx_path) / 2**20:.1f} MiB, exported in {onnx_seconds:.1f} s; "
@@ -125,65 +164,23 @@ def main():
         scripted = torch.jit.load(ts_path)
         sessions = {t: load_onnx(onnx_path, num_threads=t) for t in args.threads}
 
-        # Parity over every photo, with trained weights.
-        torch.set_num_threads(max(args.threads))
-        runners = {
-            "TorchScript": lambda x: run_torchscript(scripted, x),
-            "ONNX Runtime": lambda x: run_onnx(sessions[max(args.threads)], x),
-        }
-        lines += [
-            "",
-            "| export | detections (PyTorch) | photos not matched 1:1 | min IoU | max score diff |",
-            "|---|---|---|---|---|",
-        ]
-        for name, run in runners.items():
-            stats = [compare_detections(run_pytorch(model, x, args.rescore_alpha), run(x)) for x in images]
-            lines.append(
-                f"| {name} | {sum(s['count'] for s in stats)} "
-                f"({min(s['count'] for s in stats)}-{max(s['count'] for s in stats)} per photo) | "
-                f"{sum(s['count'] != s['other_count'] or not s['one_to_one'] for s in stats)} | "
-                f"{min(s['min_iou'] for s in stats):.6f} | "
-                f"{max(s['max_score_diff'] for s in stats):.1e} |"
-            )
-        print("\n".join(lines))
-
-        lines += [
-            "",
-            "| threads | runtime | median ms / image | p10-p90 ms | speed-up "
-            "| 1-min load before, after |",
-            "|---|---|---|---|---|---|",
-        ]
-        for threads in args.threads:
-            torch.set_num_threads(threads)
-            runners = {
-                "PyTorch (eager)": lambda x: run_pytorch(model, x, args.rescore_alpha),
+        def runners(threads):
+            return {
+                "PyTorch (eager)": lambda x: run_pytorch(model, x, alpha),
                 "TorchScript": lambda x: run_torchscript(scripted, x),
                 "ONNX Runtime": lambda x: run_onnx(sessions[threads], x),
             }
-            # Two warm-up passes: TorchScript's profiling executor optimises a graph for an input
-            # shape on its second call, and every runtime allocates its buffers on the first.
-            for _ in range(2):
-                for x in images:
-                    for run in runners.values():
-                        run(x)
-            load_before = os.getloadavg()[0]
-            times = {name: [] for name in runners}
-            for _ in range(args.runs):
-                for x in images:
-                    for name, run in runners.items():
-                        start = time.perf_counter()
-                        run(x)
-                        times[name].append(time.perf_counter() - start)
-            load_after = os.getloadavg()[0]
-            base = np.median(times["PyTorch (eager)"])
-            for name, t in times.items():
-                t = np.asarray(t) * 1000
-                lines.append(
-                    f"| {threads} | {name} | {np.median(t):.1f} | "
-                    f"{np.percentile(t, 10):.1f}-{np.percentile(t, 90):.1f} | "
-                    f"{base * 1000 / np.median(t):.2f}x | {load_before:.2f}, {load_after:.2f} |"
-                )
-            print("\n".join(lines[-len(times) :]))
+
+        torch.set_num_threads(max(args.threads))
+        exports = {k: v for k, v in runners(max(args.threads)).items() if k != "PyTorch (eager)"}
+        lines += parity_lines(model, exports, images, alpha)
+        print("\n".join(lines))
+        lines += ["", "| threads | runtime | median ms / image | p10-p90 ms | speed-up "
+                  "| 1-min load before, after |", "|---|---|---|---|---|---|"]
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            lines += latency_lines(threads, runners(threads), images, args.runs)
+            print("\n".join(lines[-3:]))
     lines.append(
         f"\nLoad (`uptime`) at the end: {load_average()}. {args.runs} timed passes over the "
         f"{len(images)} photos per thread count ({args.runs * len(images)} timings per runtime), "

@@ -25,23 +25,6 @@ from gaussian_retina.data import build_gaussian_renderer
 from gaussian_retina.engine import get_project_cfg
 from gaussian_retina.modeling import GaussianRetinaNet
 
-__all__ = [
-    "device_description",
-    "load_average",
-    "benchmark_cfg",
-    "sku110k_boxes",
-    "synthetic_training_input",
-    "make_training_batch",
-    "make_trainer",
-    "tame_random_init",
-    "measure_peak_memory",
-    "PeakMemory",
-    "time_training",
-    "time_inference",
-    "label_anchors_step",
-    "training_step",
-]
-
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
@@ -60,20 +43,22 @@ def load_average() -> str:
     return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = (line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            return next(names)
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def device_description(device: str = "cpu") -> str:
     """The machine a measurement ran on, in words: the GPU's name, or the CPU's model and cores."""
     if str(device).startswith("cuda"):
         props = torch.cuda.get_device_properties(torch.device(device))
         return f"{props.name}, {props.total_memory / 2**30:.0f} GiB (CUDA {torch.version.cuda})"
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(
-                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
-            )
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} CPUs seen, no GPU used"
+    return f"{cpu_name()}, {os.cpu_count()} CPUs seen, no GPU used"
 
 
 def benchmark_cfg(config_file: str, *, depth: int = 50, device: str = "cpu", opts: Sequence = ()):
@@ -121,9 +106,8 @@ def sku110k_boxes(rng: np.random.Generator, num: int, height: int, width: int) -
     return np.concatenate(boxes).astype(np.float32)
 
 
-def synthetic_training_input(
-    boxes: np.ndarray, height: int, width: int, *, renderer=None, seed: int = 0
-) -> Dict:
+def synthetic_training_input(boxes: np.ndarray, height: int, width: int, *, renderer=None,
+                             seed: int = 0) -> Dict:
     """
     One training input as the mappers give it: a random uint8 image (its content does not change
     the cost), ``instances`` with the boxes, and the rendered ``gaussian_map`` when ``renderer``
@@ -133,12 +117,8 @@ def synthetic_training_input(
     instances = Instances((height, width))
     instances.gt_boxes = Boxes(torch.as_tensor(boxes))
     instances.gt_classes = torch.zeros(len(boxes), dtype=torch.int64)
-    out = {
-        "image": torch.as_tensor(rng.integers(0, 256, (3, height, width), dtype=np.uint8)),
-        "height": height,
-        "width": width,
-        "instances": instances,
-    }
+    image = torch.as_tensor(rng.integers(0, 256, (3, height, width), dtype=np.uint8))
+    out = {"image": image, "height": height, "width": width, "instances": instances}
     if renderer is not None:
         out["gaussian_map"] = torch.as_tensor(renderer(boxes, (height, width)))
     return out
@@ -150,14 +130,10 @@ def make_training_batch(cfg, num_images: int, num_boxes: int, size, seed: int = 
     renderer = None
     if issubclass(META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE), GaussianRetinaNet):
         renderer = build_gaussian_renderer(cfg)  # as the Trainer's mapper
-    batch = []
-    for i in range(num_images):
-        rng = np.random.default_rng(seed + i)
-        boxes = sku110k_boxes(rng, num_boxes, height, width)
-        batch.append(
-            synthetic_training_input(boxes, height, width, renderer=renderer, seed=seed + i)
-        )
-    return batch
+    return [synthetic_training_input(sku110k_boxes(np.random.default_rng(seed + i), num_boxes,
+                                                   height, width),
+                                     height, width, renderer=renderer, seed=seed + i)
+            for i in range(num_images)]
 
 
 class _Repeat:
@@ -230,15 +206,8 @@ def _measure(conn, prepare, args, threads):
         peak = _rss_kb("VmHWM") if exact else None
         if peak is None:  # since the process started: an upper bound of the step's own peak
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        conn.send(
-            dict(
-                info,
-                rss_before_mb=before / 1024 if before else float("nan"),
-                peak_rss_mb=peak / 1024,
-                peak_is_step_only=exact,
-                seconds=seconds,
-            )
-        )
+        conn.send(dict(info, rss_before_mb=before / 1024 if before else float("nan"),
+                       peak_rss_mb=peak / 1024, peak_is_step_only=exact, seconds=seconds))
     except BaseException as e:  # the parent reports it
         conn.send({"error": f"{type(e).__name__}: {e}"})
     finally:
@@ -292,19 +261,15 @@ def label_anchors_step(config_file, size, num_boxes, batch_size, matching, opts=
         # The anchor generator only reads the feature maps' sizes.
         strides = [s.stride for s in model.backbone.output_shape().values()]
         names = list(model.backbone.output_shape())
-        shapes = {
-            n: (-(-images.tensor.shape[-2] // s), -(-images.tensor.shape[-1] // s))
-            for n, s in zip(names, strides)
-        }
+        height, width = images.tensor.shape[-2:]
+        shapes = {n: (-(-height // s), -(-width // s)) for n, s in zip(names, strides)}
         anchors = model.anchor_generator(
-            [torch.empty(1, 1, *shapes[f]) for f in model.head_in_features]
-        )
+            [torch.empty(1, 1, *shapes[f]) for f in model.head_in_features])
     gts = [x["instances"] for x in batch]
-    label = (
-        model.label_anchors
-        if matching == "chunked"
-        else (lambda a, g: RetinaNet.label_anchors(model, a, g))
-    )
+    if matching == "chunked":
+        label = model.label_anchors
+    else:
+        label = lambda a, g: RetinaNet.label_anchors(model, a, g)  # noqa: E731
 
     def step():
         labels, _ = label(anchors, gts)
@@ -391,18 +356,13 @@ def time_training(trainer, *, iters: int, warmup: int, device: str) -> Dict:
             _synchronize(device)
             seconds = (time.perf_counter() - start) / iters
         losses = {k: v[0] for k, v in storage.latest().items() if "loss" in k}
-    return {
-        "seconds_per_iter": seconds,
-        "peak_mb": mem.mb,
-        "reserved_mb": mem.reserved_mb,
-        "losses": losses,
-    }
+    return {"seconds_per_iter": seconds, "peak_mb": mem.mb, "reserved_mb": mem.reserved_mb,
+            "losses": losses}
 
 
 @torch.no_grad()
-def time_inference(
-    model, inputs: List[Dict], *, iters: int, warmup: int, device: str, amp: bool = False
-) -> Dict:
+def time_inference(model, inputs: List[Dict], *, iters: int, warmup: int, device: str,
+                   amp: bool = False) -> Dict:
     """
     Median wall time of ``model(inputs)`` in eval mode over ``iters`` calls after ``warmup``,
     under float16 autocast with ``amp`` (Detectron2: "to use AMP in inference, run inference

@@ -21,7 +21,7 @@ import tempfile
 import time
 
 import numpy as np
-
+import torch
 from detectron2.data import DatasetCatalog
 from PIL import Image
 
@@ -44,10 +44,8 @@ def write_sku110k_like(folder, num_images, boxes_per_image, seed=0):
         y1 = rng.integers(-5, height - 60, k)
         x2 = x1 + rng.integers(40, 250, k)
         y2 = y1 + rng.integers(40, 400, k)
-        lines.extend(
-            f"{name},{a},{b},{c},{d},object,{width},{height}"
-            for a, b, c, d in zip(x1.tolist(), y1.tolist(), x2.tolist(), y2.tolist())
-        )
+        lines.extend(f"{name},{a},{b},{c},{d},object,{width},{height}"
+                     for a, b, c, d in zip(x1.tolist(), y1.tolist(), x2.tolist(), y2.tolist()))
     path = os.path.join(folder, "annotations_train.csv")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -61,32 +59,19 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
+    torch.set_num_threads(1)
 
     folder = tempfile.mkdtemp(prefix="sku110k_bench_")
     try:
         t = time.perf_counter()
         csv_path, image_root, rows = write_sku110k_like(folder, args.images, args.boxes_per_image)
         size_mb = os.path.getsize(csv_path) / 1e6
-        print(
-            f"generated {rows:,} rows, {args.images:,} images, {size_mb:.1f} MB "
-            f"in {time.perf_counter() - t:.1f} s"
-        )
+        print(f"generated {rows:,} rows, {args.images:,} images, {size_mb:.1f} MB "
+              f"in {time.perf_counter() - t:.1f} s")
         for check in (False, True):
             name = f"bench_sku110k_check{int(check)}"
-            register_retail_dataset(
-                name,
-                image_root,
-                csv_path,
-                "sku110k",
-                check_image_sizes=check,
-                coco_cache_dir=folder,
-            )
+            register_retail_dataset(name, image_root, csv_path, "sku110k",
+                                    check_image_sizes=check, coco_cache_dir=folder)
             times = []
             for _ in range(args.repeat):
                 t = time.perf_counter()

@@ -2,23 +2,15 @@
 """
 Speed and cost of GLN and GDN against RetinaNet, untrained (no download), in one of two reports.
 
-``--report cost`` (the default on the CPU), measured side by side in one run:
+``--report cost`` (the default on the CPU): training-step and inference time as ratios to
+RetinaNet, parameters and FLOPs, Gaussian-map rendering time against the number of boxes, and the
+training mapper's throughput with and without the heatmaps. GLN and GDN get RetinaNet's weights
+for the parts they share, so all three post-process the same detections; timings are medians over
+interleaved iterations (load from other processes hits the three alike), CPU time and wall time.
 
-1. training-step time (forward, backward, SGD step) and inference time on the same input,
-   as ratios to RetinaNet;
-2. parameters and FLOPs (Detectron2's flop_count_operators of one inference);
-3. Gaussian-map rendering time against the number of boxes;
-4. data-loader throughput (the mapper, per worker) with and without the heatmap targets.
-
-Same seeds; GLN and GDN get RetinaNet's weights for the parts they share, so all three
-post-process the same detections. Timings are medians over interleaved iterations, so load from
-other processes hits the three models alike, and are given as CPU time (the cost) and wall time.
-
-``--report throughput`` (the default on a GPU), what a run costs there: training throughput and
-peak memory through the trainers DefaultTrainer runs (SimpleTrainer; AMPTrainer for AMP) with the
-configs' optimizer, on one batch repeated (no data loading), per batch size, fp32 and AMP;
-inference speed; the time of one SKU-110K epoch (8,233 training images) and of the paper-scale
-schedule (configs/*_R50.yaml: batch 16 x 10k iterations).
+``--report throughput`` (the default on a GPU): training throughput and peak memory through the
+trainers DefaultTrainer runs (SimpleTrainer; AMPTrainer for AMP) on one batch repeated, per batch
+size, fp32 and AMP; inference speed; the time of one SKU-110K epoch and of the paper's schedule.
 
     python tools/benchmark_speed.py --depth 50 --size 512 853 --output speed_benchmark.md
     python tools/benchmark_speed.py --depth 50 --size 800 1333 --iters 3 --skip-render --skip-loader
@@ -56,27 +48,13 @@ from detectron2.utils.analysis import flop_count_operators  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 from torch import nn  # noqa: E402
 
-from gaussian_retina import (  # noqa: E402
-    GaussianDatasetMapper,
-    GaussianMapRenderer,
-    ShelfDatasetMapper,
-)
+from gaussian_retina import GaussianDatasetMapper, GaussianMapRenderer  # noqa: E402
+from gaussian_retina import ShelfDatasetMapper  # noqa: E402
 from gaussian_retina.data import build_gaussian_renderer  # noqa: E402
-from gaussian_retina.shelves import (  # noqa: E402
-    configure_shelf_datasets,
-    register_retail_dataset,
-)
+from gaussian_retina.shelves import configure_shelf_datasets, register_retail_dataset  # noqa: E402
 from benchmark_harness import (  # noqa: E402
-    append_report,
-    benchmark_cfg,
-    device_description,
-    make_trainer,
-    make_training_batch,
-    sku110k_boxes,
-    synthetic_training_input,
-    tame_random_init,
-    time_inference,
-    time_training,
+    append_report, benchmark_cfg, device_description, make_trainer, make_training_batch,
+    sku110k_boxes, synthetic_training_input, tame_random_init, time_inference, time_training,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,8 +92,9 @@ def gflops(model, image, with_branch):
             model.return_gaussian_map = False
 
 
-def emit(lines, block):
-    """Appends a report block (list of lines) and prints it at once."""
+def emit(lines, title, note, table=None):
+    """Appends a report block (title, note, table) and prints it at once."""
+    block = ([f"### {title}", ""] if title else []) + [note, ""] + ([table, ""] if table else [])
     lines += block
     print("\n".join(block), flush=True)
 
@@ -169,38 +148,22 @@ def flops_table(models, inp, args, lines):
     rows = []
     for name, model in models.items():
         params = sum(p.numel() for p in model.parameters())
-        branch = sum(
-            p.numel() for p in getattr(model, "gaussian_branch", nn.Identity()).parameters()
-        )
+        branch = getattr(model, "gaussian_branch", nn.Identity())
+        branch = sum(p.numel() for p in branch.parameters())
         model.eval()
-        rows.append(
-            [
-                name,
-                params / 1e6,
-                branch / 1e6,
-                gflops(model, inp["image"], False),
-                gflops(model, inp["image"], True),
-            ]
-        )
+        rows.append([name, params / 1e6, branch / 1e6, gflops(model, inp["image"], False),
+                     gflops(model, inp["image"], True)])
     base = rows[0]
     for row in rows:
         row += [row[1] / base[1], row[4] / base[4]]
     headers = ["model", "params (M)", "branch params (M)", "inference GFLOPs",
                "training-forward GFLOPs", "params / RetinaNet", "training GFLOPs / RetinaNet"]
-    emit(
-        lines,
-        [
-            "### Parameters and FLOPs",
-            "",
-            f"Detectron2's flop_count_operators of one inference on one {args.size[0]}x"
-            f"{args.size[1]} input, with the Gaussian branch for the training column; ops fvcore "
-            "cannot count (NMS, sorting) and losses are left out, and one fused multiply-add "
-            "counts as one flop.",
-            "",
-            tabulate(rows, headers=headers, tablefmt="pipe", floatfmt=".3f"),
-            "",
-        ],
-    )
+    emit(lines, "Parameters and FLOPs",
+         f"Detectron2's flop_count_operators of one inference on one {args.size[0]}x"
+         f"{args.size[1]} input, with the Gaussian branch for the training column; ops fvcore "
+         "cannot count (NMS, sorting) and losses are left out, and one fused multiply-add "
+         "counts as one flop.",
+         tabulate(rows, headers=headers, tablefmt="pipe", floatfmt=".3f"))
 
 
 def timing_table(models, inp, args, lines):
@@ -241,22 +204,14 @@ def timing_table(models, inp, args, lines):
     rows = [[n] + cells(train, n) + cells(test, n) + [detections[n]] for n in models]
     headers = ["model", "train CPU (s)", "ratio", "train wall (s)", "ratio", "inference CPU (s)",
                "ratio", "inference wall (s)", "ratio", "detections"]
-    emit(
-        lines,
-        [
-            "### Training-step and inference time",
-            "",
-            f"One {args.size[0]}x{args.size[1]} image with {args.boxes[0]} boxes, "
-            f"ResNet-{args.depth}, batch 1, {torch.get_num_threads()} thread(s); medians of "
-            f"{args.iters} training steps (forward with losses, backward, SGD step) and "
-            f"{args.infer_iters} inferences, the models taking turns, after {args.warmup} "
-            "warm-up. CPU = this process's CPU time, the cost; wall = elapsed time, which also "
-            "counts waiting for cores held by other processes. Ratios are to RetinaNet.",
-            "",
-            tabulate(rows, headers=headers, tablefmt="pipe", floatfmt=".3f"),
-            "",
-        ],
-    )
+    emit(lines, "Training-step and inference time",
+         f"One {args.size[0]}x{args.size[1]} image with {args.boxes[0]} boxes, "
+         f"ResNet-{args.depth}, batch 1, {torch.get_num_threads()} thread(s); medians of "
+         f"{args.iters} training steps (forward with losses, backward, SGD step) and "
+         f"{args.infer_iters} inferences, the models taking turns, after {args.warmup} "
+         "warm-up. CPU = this process's CPU time, the cost; wall = elapsed time, which also "
+         "counts waiting for cores held by other processes. Ratios are to RetinaNet.",
+         tabulate(rows, headers=headers, tablefmt="pipe", floatfmt=".3f"))
 
 
 def benchmark_render(args, lines):
@@ -273,41 +228,29 @@ def benchmark_render(args, lines):
             renderer(boxes, (height, width))
             t.append(time.process_time() - start)
         rows.append([num, 1000 * statistics.median(t), 1000 * min(t)])
-    emit(
-        lines,
-        [
-            "### Gaussian-map rendering",
-            "",
-            f"GaussianMapRenderer (stride 2, template 120, sigma 40, sum) for an {height}x{width} "
-            f"image, one thread; rows of touching products as on SKU-110K's photos; "
-            f"{args.render_repeats} repeats.",
-            "",
-            tabulate(rows, headers=["boxes", "median CPU (ms)", "best CPU (ms)"], tablefmt="pipe",
-                     floatfmt=".2f"),
-            "",
-        ],
-    )
+    emit(lines, "Gaussian-map rendering",
+         f"GaussianMapRenderer (stride 2, template 120, sigma 40, sum) for an {height}x{width} "
+         f"image, one thread; rows of touching products as on SKU-110K's photos; "
+         f"{args.render_repeats} repeats.",
+         tabulate(rows, headers=["boxes", "median CPU (ms)", "best CPU (ms)"], tablefmt="pipe",
+                  floatfmt=".2f"))
 
 
 def benchmark_loader(args, lines):
-    if args.loader_dataset is None:
-        image_root, annotations = args.loader_data
-        if not os.path.isfile(annotations):
-            emit(lines, ["### Data loader", "", f"Skipped: {annotations} not found.", ""])
-            return
-        args.loader_dataset = _LOADER_DATASET
-        register_retail_dataset(args.loader_dataset, image_root, annotations)
+    image_root, annotations = args.loader_data
+    if not os.path.isfile(annotations):
+        emit(lines, "Data loader", f"Skipped: {annotations} not found.")
+        return
+    register_retail_dataset(_LOADER_DATASET, image_root, annotations)
     cfg = benchmark_cfg("gln_R50.yaml", depth=args.depth, opts=args.opts)
-    configure_shelf_datasets(cfg, [args.loader_dataset])
-    records = DatasetCatalog.get(args.loader_dataset)[: args.loader_images]
+    configure_shelf_datasets(cfg, [_LOADER_DATASET])
+    records = DatasetCatalog.get(_LOADER_DATASET)[: args.loader_images]
     records = [records[i % len(records)] for i in range(args.loader_images)]
     without = ShelfDatasetMapper(cfg, is_train=True, mosaic_pool=records)
     with_maps = GaussianDatasetMapper(cfg, is_train=True, mosaic_pool=records)
     with_maps.gaussian_renderer = render = Timed(with_maps.gaussian_renderer)
-    mappers = {
-        "without heatmaps (ShelfDatasetMapper)": without,
-        "with heatmaps (GaussianDatasetMapper)": with_maps,
-    }
+    mappers = {"without heatmaps (ShelfDatasetMapper)": without,
+               "with heatmaps (GaussianDatasetMapper)": with_maps}
     times = {name: [] for name in mappers}
     sizes = []
     for i, record in enumerate(records):
@@ -318,29 +261,19 @@ def benchmark_loader(args, lines):
             times[name].append(time.perf_counter() - start)
         sizes.append(tuple(out["image"].shape[-2:]))
     base = sum(times[list(mappers)[0]])
-    rows = [
-        [name, len(t) / sum(t), 1000 * sum(t) / len(t), sum(t) / base] for name, t in times.items()
-    ]
+    rows = [[name, len(t) / sum(t), 1000 * sum(t) / len(t), sum(t) / base]
+            for name, t in times.items()]
     mean_size = np.mean(sizes, axis=0)
     boxes = np.mean([len(r.get("annotations", ())) for r in records])
-    source = args.loader_data[0] if args.loader_dataset == _LOADER_DATASET else args.loader_dataset
-    emit(
-        lines,
-        [
-            "### Data loader",
-            "",
-            f"Training mapper on {len(records)} images of {source} ({boxes:.0f} boxes per "
-            f"image; read, augment to about {mean_size[0]:.0f}x{mean_size[1]:.0f}, targets) in "
-            "one process, i.e. the throughput of one DataLoader worker. Rendering the "
-            f"heatmaps took {1000 * render.seconds / len(records):.2f} ms per image of that "
-            f"({render.seconds / base:.1%} of the time without them); image decoding "
-            "dominates, so the difference between the two rows is mostly noise.",
-            "",
-            tabulate(rows, headers=["mapper", "images/s", "ms/image", "time / without"],
-                     tablefmt="pipe", floatfmt=".3f"),
-            "",
-        ],
-    )
+    emit(lines, "Data loader",
+         f"Training mapper on {len(records)} images of {image_root} ({boxes:.0f} boxes per "
+         f"image; read, augment to about {mean_size[0]:.0f}x{mean_size[1]:.0f}, targets) in "
+         "one process, i.e. the throughput of one DataLoader worker. Rendering the "
+         f"heatmaps took {1000 * render.seconds / len(records):.2f} ms per image of that "
+         f"({render.seconds / base:.1%} of the time without them); image decoding "
+         "dominates, so the difference between the two rows is mostly noise.",
+         tabulate(rows, headers=["mapper", "images/s", "ms/image", "time / without"],
+                  tablefmt="pipe", floatfmt=".3f"))
 
 
 class Timed:
@@ -456,11 +389,10 @@ def training_tables(args, results):
     return [
         "### Training",
         "",
-        f"{args.size[0]}x{args.size[1]}, ResNet-{args.depth}, untrained, lr 0; {args.warmup} warm-up "
-        f"then {args.iters} timed steps (forward with losses, backward, optimizer step) per case, "
-        "one fresh model per case. "
-        "Peak memory over the timed steps (GPU: tensors allocated / caching allocator's reserve; "
-        "CPU: the process's peak RSS).",
+        f"{args.size[0]}x{args.size[1]}, ResNet-{args.depth}, untrained, lr 0; {args.warmup} "
+        f"warm-up then {args.iters} timed steps (forward with losses, backward, optimizer step) "
+        "per case, one fresh model per case. Peak memory over the timed steps (GPU: tensors "
+        "allocated / caching allocator's reserve; CPU: the process's peak RSS).",
         "",
         tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True),
         "",
@@ -515,28 +447,21 @@ def parse_args():
     parser.add_argument("--warmup", type=int)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads")
     cost = parser.add_argument_group("cost report")
-    cost.add_argument(
-        "--render-boxes", type=int, nargs="+", default=[0, 10, 50, 100, 150, 300, 600, 1000]
-    )
+    cost.add_argument("--render-boxes", type=int, nargs="+",
+                      default=[0, 10, 50, 100, 150, 300, 600, 1000])
     cost.add_argument("--render-repeats", type=int, default=50)
-    cost.add_argument(
-        "--loader-data",
-        nargs=2,
-        metavar=("IMAGE_ROOT", "ANNOTATIONS"),
-        default=[
-            str(SHARED / "tobacco_shelves" / "images"),
-            str(SHARED / "tobacco_shelves" / "annotations.csv"),
-        ],
-        help="shelf photos for the data-loader test (default: the shared "
-        "tobacco_shelves photos, 1.3-9 MP)",
-    )
-    cost.add_argument("--loader-dataset", help="a registered dataset instead of --loader-data")
+    cost.add_argument("--loader-data", nargs=2, metavar=("IMAGE_ROOT", "ANNOTATIONS"),
+                      default=[str(SHARED / "tobacco_shelves" / "images"),
+                               str(SHARED / "tobacco_shelves" / "annotations.csv")],
+                      help="shelf photos for the data-loader test (default: the shared "
+                      "tobacco_shelves photos, 1.3-9 MP)")
     cost.add_argument("--loader-images", type=int, default=24)
     cost.add_argument("--skip-models", action="store_true")
     cost.add_argument("--skip-render", action="store_true")
     cost.add_argument("--skip-loader", action="store_true")
     gpu = parser.add_argument_group("throughput report")
-    gpu.add_argument("--models", nargs="+", default=["RetinaNet", "GLN", "GDN"], choices=list(MODELS))
+    gpu.add_argument("--models", nargs="+", default=["RetinaNet", "GLN", "GDN"],
+                     choices=list(MODELS))
     gpu.add_argument("--batch", type=int, nargs="+", default=[4, 16], help="training batches")
     gpu.add_argument("--precision", nargs="+", default=["fp32", "amp"], choices=["fp32", "amp"])
     gpu.add_argument("--infer-batch", type=int, nargs="+", default=[1, 8])
@@ -570,18 +495,9 @@ def main():
         append_report(args.output, lines)
         return
     lines = []
-    emit(
-        lines,
-        [
-            f"## ResNet-{args.depth}, {args.size[0]}x{args.size[1]}",
-            "",
-            f"`{command}`",
-            "",
-            f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs "
-            f"seen, {args.threads} thread(s) used.",
-            "",
-        ],
-    )
+    emit(lines, None, f"## ResNet-{args.depth}, {args.size[0]}x{args.size[1]}\n\n`{command}`\n\n"
+         f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs seen, "
+         f"{args.threads} thread(s) used.")
     if not args.skip_models:
         benchmark_models(args, lines)
     if not args.skip_render:

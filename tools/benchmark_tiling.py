@@ -32,14 +32,18 @@ from detectron2.utils.logger import setup_logger
 from gaussian_retina.data.image_reader import read_shelf_image
 from gaussian_retina.engine import get_project_cfg
 from gaussian_retina.inference import ShelfPredictor, training_product_side
-from gaussian_retina.inference.evaluate import (
-    register_labelled_photos,
-    score_detections,
-    write_table,
-)
+from gaussian_retina.inference.evaluate import register_labelled_photos, score_detections
+from gaussian_retina.inference.evaluate import write_table
 from gaussian_retina.shelves import configure_shelf_datasets
 
 TOBACCO = "tobacco_shelves_24_tiling"
+LABELS = {
+    "off": "single resized pass (`--tiling off`)",
+    "auto": "`--tiling auto` (the default)",
+    "auto_plain": "`--tiling auto`, plain scores (`--rescore-alpha 0`)",
+    "sahi_tiles": "SAHI, auto's tiles and overlap, no full-photo pass",
+    "sahi": "SAHI, auto's tiles and overlap, plus its full-photo pass",
+}
 
 
 def _key(image):
@@ -56,14 +60,9 @@ def sahi_model(cfg):
             self.model = DefaultPredictor(cfg)
             self.category_names = ["object"]
 
-    return ShelfDetectron2Model(
-        model_path=cfg.MODEL.WEIGHTS,
-        config_path=None,
-        device="cpu",
-        confidence_threshold=cfg.MODEL.RETINANET.SCORE_THRESH_TEST,
-        category_mapping={"0": "object"},
-        load_at_init=True,
-    )
+    return ShelfDetectron2Model(model_path=cfg.MODEL.WEIGHTS, config_path=None, device="cpu",
+                                confidence_threshold=cfg.MODEL.RETINANET.SCORE_THRESH_TEST,
+                                category_mapping={"0": "object"}, load_at_init=True)
 
 
 def sahi_predict_fn(model, grid_for, standard_pred=True):
@@ -80,23 +79,13 @@ def sahi_predict_fn(model, grid_for, standard_pred=True):
             ox = (tw - (cols[1] - cols[0])) / tw if len(cols) > 1 else 0.2
             oy = (th - (rows[1] - rows[0])) / th if len(rows) > 1 else 0.2
             res = get_sliced_prediction(
-                np.ascontiguousarray(image[:, :, ::-1]),
-                model,
-                slice_height=th,
-                slice_width=tw,
-                overlap_height_ratio=oy,
-                overlap_width_ratio=ox,
-                verbose=0,
-                perform_standard_pred=standard_pred,
-            )
+                np.ascontiguousarray(image[:, :, ::-1]), model, slice_height=th, slice_width=tw,
+                overlap_height_ratio=oy, overlap_width_ratio=ox, verbose=0,
+                perform_standard_pred=standard_pred)
             preds = res.object_prediction_list
-            out.append(
-                (
-                    np.array([p.bbox.to_xyxy() for p in preds], np.float32).reshape(-1, 4),
-                    np.array([p.score.value for p in preds], np.float32),
-                    np.array([p.category.id for p in preds], np.int64),
-                )
-            )
+            out.append((np.array([p.bbox.to_xyxy() for p in preds], np.float32).reshape(-1, 4),
+                        np.array([p.score.value for p in preds], np.float32),
+                        np.array([p.category.id for p in preds], np.int64)))
         return out
 
     return predict
@@ -123,13 +112,37 @@ def run(fn, records, fmt):
     return dets, float(np.mean(seconds))
 
 
+def predict_fn(method, cfg, train_side, grids):
+    """The detector of ``method``; ``auto`` records its grids, which the SAHI methods slice by."""
+    if method.startswith("sahi"):
+        return sahi_predict_fn(sahi_model(cfg), lambda im: grids[_key(im)], method == "sahi")
+    predictor = ShelfPredictor(
+        cfg, tiling="off" if method == "off" else "auto", train_product_side=train_side,
+        with_map=False, **({"rescore_alpha": 0.0} if method == "auto_plain" else {}))
+    return ours_predict_fn(predictor, grids if method == "auto" else {})
+
+
+def evaluate_method(method, dataset, cfg, train_side, grids):
+    """One row of the table: the method's AP, AR, tiles and seconds per photo on ``dataset``."""
+    records = DatasetCatalog.get(dataset)
+    fn = predict_fn(method, cfg, train_side, grids)
+    fn([read_shelf_image(records[0], cfg.INPUT.FORMAT)])  # warm-up
+    dets, sec = run(fn, records, cfg.INPUT.FORMAT)
+    tiles = 1.0
+    if method != "off":
+        tiles = np.mean([grids[_key(read_shelf_image(r, cfg.INPUT.FORMAT))].num_tiles
+                         for r in records])
+    metrics = score_detections(dataset, dets, cfg.TEST.DETECTIONS_PER_IMAGE)
+    return dict(dataset=dataset, method=LABELS[method], sec=sec, tiles=tiles, **metrics)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config-file", required=True)
     p.add_argument("--weights", required=True)
     p.add_argument("--tobacco-root", default="../shared/data/tobacco_shelves")
     p.add_argument("--large", default="synthetic_shelves_val_large")
-    p.add_argument("--methods", nargs="+", default=["off", "auto", "auto_plain", "sahi_tiles", "sahi"])
+    p.add_argument("--methods", nargs="+", choices=list(LABELS), default=list(LABELS))
     p.add_argument("--num-threads", type=int, default=2)
     p.add_argument("--table", help="write the Markdown table here")
     args = p.parse_args()
@@ -140,59 +153,24 @@ def main():
     register_labelled_photos(TOBACCO, args.tobacco_root)
     scale_set = cfg.DATASETS.TEST[0]
     configure_shelf_datasets(cfg, [scale_set, args.large, TOBACCO])
-    train_side = training_product_side(scale_set, (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST))
+    test_size = (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+    train_side = training_product_side(scale_set, test_size)
     load_before = os.getloadavg()
 
     grids = {}
-    labels = {
-        "off": "single resized pass (`--tiling off`)",
-        "auto": "`--tiling auto` (the default)",
-        "auto_plain": "`--tiling auto`, plain scores (`--rescore-alpha 0`)",
-        "sahi_tiles": "SAHI, auto's tiles and overlap, no full-photo pass",
-        "sahi": "SAHI, auto's tiles and overlap, plus its full-photo pass",
-    }
-    rows = []
+    lines = ["| set | method | tiles/photo | s/photo | AP | AP50 | AP75 | AR300 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for dataset in (args.large, TOBACCO):
-        records = DatasetCatalog.get(dataset)
         for method in args.methods:
-            if method.startswith("sahi"):
-                model = sahi_model(cfg)
-                fn = sahi_predict_fn(model, lambda im: grids[_key(im)], method == "sahi")
-            else:
-                predictor = ShelfPredictor(
-                    cfg,
-                    tiling="off" if method == "off" else "auto",
-                    train_product_side=train_side,
-                    with_map=False,
-                    **({"rescore_alpha": 0.0} if method == "auto_plain" else {}),
-                )
-                fn = ours_predict_fn(predictor, grids if method == "auto" else {})
-            fn([read_shelf_image(records[0], cfg.INPUT.FORMAT)])  # warm-up
-            dets, sec = run(fn, records, cfg.INPUT.FORMAT)
-            tiles = np.mean([grids[_key(read_shelf_image(r, cfg.INPUT.FORMAT))].num_tiles for r in records]) if method != "off" else 1.0
-            metrics = score_detections(dataset, dets, cfg.TEST.DETECTIONS_PER_IMAGE)
-            rows.append(dict(dataset=dataset, method=labels[method], sec=sec, tiles=tiles, **metrics))
-            print(rows[-1], flush=True)
-
-    lines = [
-        "| set | method | tiles/photo | s/photo | AP | AP50 | AP75 | AR300 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['dataset']} | {r['method']} | {r['tiles']:.1f} | {r['sec']:.2f} | {r['AP']:.1f} | "
-            f"{r['AP50']:.1f} | {r['AP75']:.1f} | {r['AR300']:.1f} |"
-        )
-    lines += [
-        "",
-        f"Training scale: median product side {train_side:.1f} input pixels ({scale_set} at "
-        f"{cfg.INPUT.MIN_SIZE_TEST}x{cfg.INPUT.MAX_SIZE_TEST}). PyTorch threads "
-        f"{args.num_threads}; load average before "
-        + ", ".join(f"{v:.2f}" for v in load_before)
-        + ", after "
-        + ", ".join(f"{v:.2f}" for v in os.getloadavg())
-        + ".",
-    ]
+            r = evaluate_method(method, dataset, cfg, train_side, grids)
+            print(r, flush=True)
+            lines.append(f"| {r['dataset']} | {r['method']} | {r['tiles']:.1f} | {r['sec']:.2f} | "
+                         + " | ".join(f"{r[k]:.1f}" for k in ("AP", "AP50", "AP75", "AR300"))
+                         + " |")
+    load = [", ".join(f"{v:.2f}" for v in x) for x in (load_before, os.getloadavg())]
+    lines += ["", f"Training scale: median product side {train_side:.1f} input pixels ({scale_set} "
+              f"at {test_size[0]}x{test_size[1]}). PyTorch threads {args.num_threads}; load "
+              f"average before {load[0]}, after {load[1]}."]
     write_table(lines, args.table)
 
 

@@ -4,51 +4,30 @@ Peer benchmark: Ultralytics YOLOv8n trained from scratch on our config's trainin
 wall-time budget, scored with this project's evaluator (DenseCOCOEvaluator, 300 detections per
 image) on ``synthetic_shelves_val`` and on the 24 real TobaccoShelves photos, beside our model.
 
-Ultralytics is AGPL-3.0: it is not a dependency of gaussian_retina (nothing in the package imports
-it; it is not in ``install_requires``). Install it only where this benchmark runs, in a separate
-virtualenv that sees the machine's torch, torchvision and detectron2:
+Ultralytics is AGPL-3.0 and no dependency of gaussian_retina: run this script with the python of
+a separate virtualenv that sees the machine's torch, torchvision and detectron2:
 
-    python3 -m venv --system-site-packages ~/venv-peers
-    ~/venv-peers/bin/pip install ultralytics      # reuses the system torch; adds opencv-python,
-                                                      # polars, ... inside the venv only
-
-Then run this script with that venv's python, from the project root:
-
+    python3 -m venv --system-site-packages ~/venv-peers && ~/venv-peers/bin/pip install ultralytics
     ~/venv-peers/bin/python tools/benchmark_yolo_peer.py --minutes 7.0 --seed 0 \\
         --ours configs/synthetic/gln_R18.yaml output/synthetic/gln_R18/model_final.pth
 
-What it does:
+1. The training sets of ``--ours``'s config (else ``--test-config``'s) are exported as YOLO
+   folders under ``--output-dir`` (images symlinked, ``0 cx cy w h`` rows), with a 4-image val:
+   Ultralytics validates once after training even with ``val=False``.
+2. ``YOLO("yolov8n.yaml")`` trains from scratch on the CPU with ``time=--minutes/60`` (it stops
+   after the step that crosses the budget and fits its schedule to it), imgsz 256, batch 8,
+   seeded and deterministic; ``--epochs N`` trains N epochs instead. The loop's wall time is
+   measured.
+3. YOLO, wrapped as a Detectron2 model, is scored by ``evaluate_all`` on images from our test
+   mapper, predicting at imgsz 256 (Ultralytics's val defaults: conf 0.001, NMS IoU 0.7, 300
+   detections), boxes scaled back; one more row scores the tobacco photos at long side
+   ``--large-size`` (0: skip).
+4. ``--ours CONFIG WEIGHTS`` scores our model on the same sets; one Markdown table is printed and
+   written to ``--table``.
 
-1. Exports the training sets of ``--ours``'s config (else ``--test-config``'s: the quick start's
-   ``DATASETS.TRAIN``) as a YOLO dataset under ``--output-dir``, one folder per set (images
-   symlinked, one ``<stem>.txt`` of ``0 cx cy w h`` rows per image, normalised to the image, as
-   ``register_retail_dataset`` reads YOLO folders) and a 4-image val folder: Ultralytics
-   validates once at the end of training even with ``val=False``; a tiny val keeps that cost
-   out of the budget's way (it is not used for anything else).
-2. Trains ``YOLO("yolov8n.yaml")`` from scratch (``pretrained=False``) on the CPU with
-   ``time=--minutes/60`` (Ultralytics's wall-time mode: it stops after the optimizer step that
-   crosses the budget and fits its LR schedule and mosaic closing to the epochs that fit),
-   imgsz 256, batch 8, ``val=False``, ``plots=False``, ``amp=False``, seeded and deterministic.
-   ``--epochs N`` trains N epochs instead, so that seeds run on machines of other speeds see the
-   batches one wall-time run saw.
-   The training-loop wall time actually used is measured and reported.
-3. Wraps the trained YOLO as a Detectron2 model and evaluates it with the same code as
-   ``tools/benchmark_datasets.py`` (``gaussian_retina.evaluation.benchmark.evaluate_all``): the
-   images come from our test mapper (``--test-config``'s INPUT.MIN/MAX_SIZE_TEST, long side 256
-   for the synthetic configs, EXIF policy of each dataset), YOLO predicts on them at imgsz 256
-   (conf 0.001, NMS IoU 0.7, 300 detections: Ultralytics's val defaults), and the boxes are scaled
-   back to the original image. One more row evaluates the tobacco photos at long side 640
-   (``--large-size``; 0 disables it).
-4. With ``--ours CONFIG WEIGHTS``, evaluates our Detectron2 model on the same sets, same loader
-   and evaluator, and prints one Markdown table, also written to ``--table``.
-
-Offline: no file is downloaded. ``YOLO_OFFLINE=1`` (no connectivity check, no telemetry),
-``YOLO_AUTOINSTALL=0``, a private ``YOLO_CONFIG_DIR`` under ``--output-dir`` whose ``Arial.ttf``
-is matplotlib's bundled DejaVuSans.ttf (Ultralytics otherwise downloads Arial.ttf when it checks a
-dataset), ``amp=False`` (the AMP check downloads yolo11n.pt), and internet sockets are refused
-for the whole run: an attempt is logged and counted in the summary (``--allow-network`` lifts it).
-
-Smoke run (under a minute on 2 cores; proves the pipeline, not the numbers):
+Offline: ``YOLO_OFFLINE=1``, ``YOLO_AUTOINSTALL=0``, a private ``YOLO_CONFIG_DIR`` whose
+``Arial.ttf`` is matplotlib's DejaVuSans.ttf, ``amp=False`` (its check downloads weights), and
+internet sockets refused and counted (``--allow-network`` lifts it). Smoke run (under a minute):
 
     ~/venv-peers/bin/python tools/benchmark_yolo_peer.py --minutes 0.5 --max-images 4 \\
         --output-dir output/yolo_peer_smoke --table output/yolo_peer_smoke/table.md
@@ -70,19 +49,13 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 INSTALL_HINT = (
     "benchmark_yolo_peer.py needs ultralytics (AGPL, kept out of gaussian_retina): "
     "python3 -m venv --system-site-packages ~/venv-peers && "
-    "~/venv-peers/bin/pip install ultralytics, then run this script with "
-    "~/venv-peers/bin/python"
+    "~/venv-peers/bin/pip install ultralytics, then run this script with ~/venv-peers/bin/python"
 )
 VAL_SET, REAL_SET = "synthetic_shelves_val", "tobacco_shelves_24"
 SUMMARY_FILE = "train_summary.json"
+BLOCKED_NETWORK = []
 
 logger = logging.getLogger("gaussian_retina.yolo_peer")
-
-
-# ----------------------------------------------------------------------------------------------
-# Offline guard
-# ----------------------------------------------------------------------------------------------
-BLOCKED_NETWORK = []
 
 
 def block_internet():
@@ -97,21 +70,17 @@ def block_internet():
         logger.warning(f"blocked a network access ({what}); this benchmark runs offline")
         raise OSError(f"network access blocked by benchmark_yolo_peer.py: {what}")
 
-    def connect(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            refuse(f"connect {address}")
-        return real_connect(self, address)
+    def guarded(real):
+        def connect(self, address):
+            if self.family in (socket.AF_INET, socket.AF_INET6):
+                refuse(f"connect {address}")
+            return real(self, address)
 
-    def connect_ex(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            refuse(f"connect {address}")
-        return real_connect_ex(self, address)
+        return connect
 
-    def getaddrinfo(host, *args, **kwargs):
-        refuse(f"resolve {host}")
-
-    socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
-    socket.getaddrinfo = getaddrinfo
+    socket.socket.connect = guarded(real_connect)
+    socket.socket.connect_ex = guarded(real_connect_ex)
+    socket.getaddrinfo = lambda host, *args, **kwargs: refuse(f"resolve {host}")
     socket.gethostbyname = lambda host: refuse(f"resolve {host}")
 
 
@@ -138,30 +107,47 @@ def import_ultralytics(config_dir):
         if not font.exists():
             font.parent.mkdir(parents=True, exist_ok=True)
             font.symlink_to(dejavu)
-    SETTINGS.update(
-        sync=False,  # no usage events
-        clearml=False,
-        comet=False,
-        dvc=False,
-        mlflow=False,
-        raytune=False,
-        tensorboard=False,
-        wandb=False,
-    )
+    # sync=False: no usage events; no logger integrations either.
+    SETTINGS.update(sync=False, clearml=False, comet=False, dvc=False, mlflow=False,
+                    raytune=False, tensorboard=False, wandb=False)
     return ultralytics
 
 
-# ----------------------------------------------------------------------------------------------
-# Dataset export (the YOLO convention of gaussian_retina/data/datasets/coco_yolo.py)
-# ----------------------------------------------------------------------------------------------
+def _check_no_exif_rotation(file_name):
+    # YOLO readers apply EXIF orientation; boxes of an apply_exif=False record fit raw pixels.
+    from PIL import Image
+
+    from gaussian_retina.data.image_reader import exif_orientation
+
+    with Image.open(file_name) as im:
+        if exif_orientation(im) != 1:
+            raise ValueError(f"{file_name}: EXIF-rotated image; boxes fit raw pixels")
+
+
+def _yolo_rows(record):
+    """The record's boxes as ``0 cx cy w h`` rows, clipped and normalised to the image."""
+    from detectron2.structures import BoxMode
+
+    h, w = float(record["height"]), float(record["width"])
+    rows = []
+    for a in record.get("annotations", []):
+        if a.get("iscrowd", 0):
+            continue
+        x1, y1, x2, y2 = BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
+        x1, x2 = min(max(x1, 0.0), w), min(max(x2, 0.0), w)
+        y1, y2 = min(max(y1, 0.0), h), min(max(y2, 0.0), h)
+        if x2 > x1 and y2 > y1:
+            rows.append(f"0 {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
+                        f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}")
+    return rows
+
+
 def export_yolo_split(records, root, split):
     """
     Writes ``root/images/<split>/<name>`` (symlinks to the images) and
     ``root/labels/<split>/<stem>.txt`` (rows ``0 cx cy w h`` normalised to the image, one class).
     Returns the number of images and boxes written.
     """
-    from detectron2.structures import BoxMode
-
     image_dir, label_dir = Path(root) / "images" / split, Path(root) / "labels" / split
     image_dir.mkdir(parents=True, exist_ok=True)
     label_dir.mkdir(parents=True, exist_ok=True)
@@ -171,34 +157,13 @@ def export_yolo_split(records, root, split):
     num_boxes = 0
     for r, name in zip(records, names):
         if r.get("apply_exif", True) is False:
-            # YOLO readers apply EXIF orientation; the synthetic scenes carry no EXIF tag.
-            from PIL import Image
-
-            from gaussian_retina.data.image_reader import exif_orientation
-
-            with Image.open(r["file_name"]) as im:
-                if exif_orientation(im) != 1:
-                    raise ValueError(f"{r['file_name']}: EXIF-rotated image; boxes fit raw pixels")
-        link = image_dir / name
-        target = os.path.abspath(r["file_name"])
+            _check_no_exif_rotation(r["file_name"])
+        link, target = image_dir / name, os.path.abspath(r["file_name"])
         if link.is_symlink() and os.readlink(link) != target:
             link.unlink()
         if not link.is_symlink():
             link.symlink_to(target)
-        h, w = float(r["height"]), float(r["width"])
-        rows = []
-        for a in r.get("annotations", []):
-            if a.get("iscrowd", 0):
-                continue
-            x1, y1, x2, y2 = BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
-            x1, x2 = min(max(x1, 0.0), w), min(max(x2, 0.0), w)
-            y1, y2 = min(max(y1, 0.0), h), min(max(y2, 0.0), h)
-            if x2 <= x1 or y2 <= y1:
-                continue
-            rows.append(
-                f"0 {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
-                f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
-            )
+        rows = _yolo_rows(r)
         (label_dir / (os.path.splitext(name)[0] + ".txt")).write_text("\n".join(rows) + "\n")
         num_boxes += len(rows)
     return len(records), num_boxes
@@ -226,9 +191,6 @@ def export_yolo_dataset(root, train_sets, num_val_images):
     return data_yaml
 
 
-# ----------------------------------------------------------------------------------------------
-# Training
-# ----------------------------------------------------------------------------------------------
 def train_yolo(args, data_yaml, run_dir):
     """
     Trains YOLOv8n from scratch for args.minutes of wall time, or for args.epochs epochs when
@@ -245,8 +207,7 @@ def train_yolo(args, data_yaml, run_dir):
 
     def on_epoch_end(trainer):
         marks["epochs"] += 1
-        marks["loop_end"] = time.time()
-        marks["train_time_start"] = trainer.train_time_start
+        marks["loop_end"], marks["train_time_start"] = time.time(), trainer.train_time_start
 
     if args.threads:
         # Ultralytics sets torch's CPU threads to cpu_count - 1 when it picks the device (1 on
@@ -260,41 +221,20 @@ def train_yolo(args, data_yaml, run_dir):
     # time is in hours; in time mode the epochs are re-estimated after each epoch to fit it
     length = {"epochs": args.epochs} if args.epochs else {"time": args.minutes / 60.0}
     t0 = time.time()
-    model.train(
-        data=str(data_yaml),
-        **length,
-        imgsz=args.imgsz,
-        batch=args.batch,
-        workers=args.workers,  # Ultralytics sets 0 itself on CPU
-        device="cpu",
-        pretrained=False,
-        amp=False,
-        plots=False,
-        val=False,
-        seed=args.seed,
-        deterministic=True,
-        project=str(run_dir.parent),
-        name=run_dir.name,
-        exist_ok=True,
-        verbose=True,
-    )
+    # workers: Ultralytics sets 0 itself on CPU
+    model.train(data=str(data_yaml), **length, imgsz=args.imgsz, batch=args.batch,
+                workers=args.workers, device="cpu", pretrained=False, amp=False, plots=False,
+                val=False, seed=args.seed, deterministic=True, project=str(run_dir.parent),
+                name=run_dir.name, exist_ok=True, verbose=True)
     total = time.time() - t0
-    trainer = model.trainer
     loop = marks["loop_end"] - marks["train_time_start"]
     summary = {
-        "budget_minutes": None if args.epochs else args.minutes,
-        "budget_epochs": args.epochs,
-        "train_loop_minutes": loop / 60.0,
-        "train_call_minutes": total / 60.0,
-        "batches": marks["batches"],
-        "epochs": marks["epochs"],
-        "images_seen": marks["batches"] * args.batch,
-        "imgsz": args.imgsz,
-        "batch": args.batch,
-        "seed": args.seed,
-        "threads": args.threads or "ultralytics default",
-        "weights": str(trainer.last),
-        "ultralytics": __import__("ultralytics").__version__,
+        "budget_minutes": None if args.epochs else args.minutes, "budget_epochs": args.epochs,
+        "train_loop_minutes": loop / 60.0, "train_call_minutes": total / 60.0,
+        "batches": marks["batches"], "epochs": marks["epochs"],
+        "images_seen": marks["batches"] * args.batch, "imgsz": args.imgsz, "batch": args.batch,
+        "seed": args.seed, "threads": args.threads or "ultralytics default",
+        "weights": str(model.trainer.last), "ultralytics": __import__("ultralytics").__version__,
     }
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     logger.info(
@@ -302,7 +242,7 @@ def train_yolo(args, data_yaml, run_dir):
         f"{marks['batches']} batches of {args.batch}, {marks['epochs']} epochs); "
         f"model.train() took {total / 60:.2f} min with setup and the end-of-run val"
     )
-    return Path(trainer.last), summary
+    return Path(model.trainer.last), summary
 
 
 def _budget(summary):
@@ -311,9 +251,6 @@ def _budget(summary):
     return f"{summary.get('budget_minutes')} min"
 
 
-# ----------------------------------------------------------------------------------------------
-# YOLO as a Detectron2 model
-# ----------------------------------------------------------------------------------------------
 def yolo_as_detectron2(weights, imgsz, conf, iou, max_det, input_format):
     """
     A torch module taking Detectron2 test batches (images already resized by our test mapper)
@@ -324,6 +261,9 @@ def yolo_as_detectron2(weights, imgsz, conf, iou, max_det, input_format):
     from detectron2.structures import Boxes, Instances
     from ultralytics import YOLO
 
+    if input_format not in ("RGB", "BGR"):
+        raise ValueError(f"INPUT.FORMAT {input_format} not supported here")
+
     class YOLOAsDetectron2(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -332,50 +272,28 @@ def yolo_as_detectron2(weights, imgsz, conf, iou, max_det, input_format):
             self.__dict__["yolo"] = YOLO(str(weights))
 
         def forward(self, batched_inputs):
-            outputs = []
-            for x in batched_inputs:
-                image = x["image"].permute(1, 2, 0).numpy()  # HWC in cfg.INPUT.FORMAT
-                if input_format == "RGB":
-                    image = image[:, :, ::-1]
-                elif input_format != "BGR":
-                    raise ValueError(f"INPUT.FORMAT {input_format} not supported here")
-                h_in, w_in = image.shape[:2]
-                result = self.yolo.predict(
-                    np.ascontiguousarray(image),  # numpy arrays are BGR to Ultralytics
-                    imgsz=imgsz,
-                    conf=conf,
-                    iou=iou,
-                    max_det=max_det,
-                    device="cpu",
-                    verbose=False,
-                )[0]
-                height, width = x.get("height", h_in), x.get("width", w_in)
-                boxes = result.boxes.xyxy.detach().float().cpu().clone()
-                boxes[:, 0::2] *= width / w_in  # as detector_postprocess
-                boxes[:, 1::2] *= height / h_in
-                instances = Instances((height, width))
-                instances.pred_boxes = Boxes(boxes)
-                instances.pred_boxes.clip((height, width))
-                instances.scores = result.boxes.conf.detach().float().cpu()
-                instances.pred_classes = torch.zeros(len(boxes), dtype=torch.int64)
-                outputs.append({"instances": instances})
-            return outputs
+            return [{"instances": self._predict(x)} for x in batched_inputs]
+
+        def _predict(self, x):
+            image = x["image"].permute(1, 2, 0).numpy()  # HWC in cfg.INPUT.FORMAT
+            if input_format == "RGB":
+                image = image[:, :, ::-1]
+            h_in, w_in = image.shape[:2]
+            # numpy arrays are BGR to Ultralytics
+            result = self.yolo.predict(np.ascontiguousarray(image), imgsz=imgsz, conf=conf,
+                                       iou=iou, max_det=max_det, device="cpu", verbose=False)[0]
+            height, width = x.get("height", h_in), x.get("width", w_in)
+            boxes = result.boxes.xyxy.detach().float().cpu().clone()
+            boxes[:, 0::2] *= width / w_in  # as detector_postprocess
+            boxes[:, 1::2] *= height / h_in
+            instances = Instances((height, width))
+            instances.pred_boxes = Boxes(boxes)
+            instances.pred_boxes.clip((height, width))
+            instances.scores = result.boxes.conf.detach().float().cpu()
+            instances.pred_classes = torch.zeros(len(boxes), dtype=torch.int64)
+            return instances
 
     return YOLOAsDetectron2()
-
-
-# ----------------------------------------------------------------------------------------------
-# Our model, the table
-# ----------------------------------------------------------------------------------------------
-def build_cfg(config_file, opts=()):
-    import torch
-
-    from gaussian_retina.engine import get_project_cfg
-
-    cfg = get_project_cfg(config_file, opts)
-    if not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
-    return cfg
 
 
 def detectron2_train_minutes(weights):
@@ -384,9 +302,8 @@ def detectron2_train_minutes(weights):
     if not log.is_file():
         return None
     # Detectron2: "Overall training speed: 598 iterations in 0:06:30 (0.6523 s / it)"
-    found = re.findall(
-        r"Overall training speed: \d+ iterations in (\d+):(\d+):(\d+)", log.read_text()
-    )
+    found = re.findall(r"Overall training speed: \d+ iterations in (\d+):(\d+):(\d+)",
+                       log.read_text())
     if not found:
         return None
     h, m, s = map(int, found[-1])
@@ -399,11 +316,9 @@ def fmt(x, digits=1):
 
 def markdown_table(rows, max_dets):
     ar = f"AR{max_dets}"
-    head = (
-        f"| model | test input | train wall time (min) | {VAL_SET} AP | AP50 | AP75 "
-        f"| {REAL_SET} AP | AP50 | AP75 | {ar} |"
-    )
-    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [f"| model | test input | train wall time (min) | {VAL_SET} AP | AP50 | AP75 "
+             f"| {REAL_SET} AP | AP50 | AP75 | {ar} |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         syn, real = r.get("synthetic") or {}, r.get("real") or {}
         cells = [r["model"], r["input"], fmt(r.get("minutes"), 2)]
@@ -414,88 +329,119 @@ def markdown_table(rows, max_dets):
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--minutes", type=float, default=7.0, help="training wall-time budget")
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        help="train this many epochs instead of --minutes (a seed spread on a machine of "
-        "another speed: the epochs another run fitted into the budget)",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--imgsz", type=int, default=256, help="YOLO train and test size")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=1, help="(Ultralytics uses 0 on CPU)")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        help="torch CPU threads for training (default: Ultralytics's own, cpu_count - 1)",
-    )
-    parser.add_argument("--conf", type=float, default=0.001, help="test score threshold")
-    parser.add_argument("--iou", type=float, default=0.7, help="test NMS IoU")
-    parser.add_argument(
-        "--large-size",
-        type=int,
-        default=640,
-        help="also evaluate the tobacco photos at this long side (0: skip)",
-    )
-    parser.add_argument(
-        "--test-config",
-        default=str(PROJECT_ROOT / "configs/synthetic/gln_R18.yaml"),
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--minutes", type=float, default=7.0, help="training wall-time budget")
+    add("--epochs", type=int, help="train this many epochs instead of --minutes (a seed spread on "
+        "a machine of another speed: the epochs another run fitted into the budget)")
+    add("--seed", type=int, default=0)
+    add("--imgsz", type=int, default=256, help="YOLO train and test size")
+    add("--batch", type=int, default=8)
+    add("--workers", type=int, default=1, help="(Ultralytics uses 0 on CPU)")
+    add("--threads", type=int,
+        help="torch CPU threads for training (default: Ultralytics's own, cpu_count - 1)")
+    add("--conf", type=float, default=0.001, help="test score threshold")
+    add("--iou", type=float, default=0.7, help="test NMS IoU")
+    add("--large-size", type=int, default=640,
+        help="also evaluate the tobacco photos at this long side (0: skip)")
+    add("--test-config", default=str(PROJECT_ROOT / "configs/synthetic/gln_R18.yaml"),
         help="config whose DATASETS.TRAIN YOLO trains on and whose test mapper feeds it "
-        "(default: the quick start's; --ours's config when given)",
-    )
-    parser.add_argument(
-        "--ours", nargs=2, metavar=("CONFIG", "WEIGHTS"), help="also evaluate our model"
-    )
-    parser.add_argument("--ours-minutes", type=float, help="our train time (default: its log.txt)")
-    parser.add_argument(
-        "--yolo-weights", help="evaluate this YOLO checkpoint instead of training one"
-    )
-    parser.add_argument(
-        "--tobacco-root",
-        default=str(PROJECT_ROOT.parent / "shared/data/tobacco_shelves"),
-        help="folder with images/ and annotations.csv",
-    )
-    parser.add_argument("--max-images", type=int, help="evaluate the first N images of each set")
-    parser.add_argument("--output-dir", default=str(PROJECT_ROOT / "output/yolo_peer"))
-    parser.add_argument("--table", default=str(PROJECT_ROOT / "output/yolo_peer/table.md"))
-    parser.add_argument("--allow-network", action="store_true", help="do not block sockets")
+        "(default: the quick start's; --ours's config when given)")
+    add("--ours", nargs=2, metavar=("CONFIG", "WEIGHTS"), help="also evaluate our model")
+    add("--ours-minutes", type=float, help="our train time (default: its log.txt)")
+    add("--yolo-weights", help="evaluate this YOLO checkpoint instead of training one")
+    add("--tobacco-root", default=str(PROJECT_ROOT.parent / "shared/data/tobacco_shelves"),
+        help="folder with images/ and annotations.csv")
+    add("--max-images", type=int, help="evaluate the first N images of each set")
+    add("--output-dir", default=str(PROJECT_ROOT / "output/yolo_peer"))
+    add("--table", default=str(PROJECT_ROOT / "output/yolo_peer/table.md"))
+    add("--allow-network", action="store_true", help="do not block sockets")
     return parser.parse_args()
 
 
 def report_notes(args, command, summary, train_sets, max_dets):
     """The Markdown lines above the table: the command, what both models saw, YOLO's run."""
     notes = [
-        "# Peer benchmark: YOLOv8n from scratch vs ours",
-        "",
-        "Command:",
-        "",
-        f"    {command}",
-        "",
+        "# Peer benchmark: YOLOv8n from scratch vs ours", "", "Command:", "", f"    {command}", "",
         f"Both trained on {', '.join(f'`{n}`' for n in train_sets)} only, on this machine's CPU; "
-        "scored by "
-        f"`DenseCOCOEvaluator` at {max_dets} detections per image on `{VAL_SET}` and on the "
-        f"24 real photos `{REAL_SET}`, images read and resized by our test mapper. YOLO: conf "
-        f"{args.conf}, NMS IoU {args.iou}. Train wall time: YOLO's training loop (Ultralytics "
-        "`time=` mode, excluding setup and its end-of-run val); ours: Detectron2's "
+        f"scored by `DenseCOCOEvaluator` at {max_dets} detections per image on `{VAL_SET}` and "
+        f"on the 24 real photos `{REAL_SET}`, images read and resized by our test mapper. YOLO: "
+        f"conf {args.conf}, NMS IoU {args.iou}. Train wall time: YOLO's training loop "
+        "(Ultralytics `time=` mode, excluding setup and its end-of-run val); ours: Detectron2's "
         '"Overall training speed" line (iterations only).',
     ]
     if summary:
-        notes += [
-            "",
-            f"YOLO run: budget {_budget(summary)}, "
-            f"{summary.get('batches')} batches of {summary.get('batch')} "
-            f"({summary.get('images_seen')} images, {summary.get('epochs')} epochs), "
-            f"imgsz {summary.get('imgsz')}, seed {summary.get('seed')}.",
-        ]
+        notes += ["", f"YOLO run: budget {_budget(summary)}, {summary.get('batches')} batches of "
+                  f"{summary.get('batch')} ({summary.get('images_seen')} images, "
+                  f"{summary.get('epochs')} epochs), imgsz {summary.get('imgsz')}, "
+                  f"seed {summary.get('seed')}."]
     if args.max_images:
         notes += ["", f"**Smoke run: first {args.max_images} images of each set only.**"]
     if BLOCKED_NETWORK:
         notes += ["", f"Network accesses blocked during the run: {len(BLOCKED_NETWORK)}."]
     return notes
+
+
+def yolo_weights_and_summary(args, output_dir, train_sets):
+    """Trains YOLO on the exported sets, or reads ``--yolo-weights`` and the run's summary."""
+    if not args.yolo_weights:
+        data_yaml = export_yolo_dataset(output_dir / "yolo_data", train_sets, num_val_images=4)
+        return train_yolo(args, data_yaml, output_dir / "train")
+    weights = Path(args.yolo_weights)
+    summary_path = weights.resolve().parents[1] / SUMMARY_FILE
+    return weights, json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+
+
+def yolo_rows(args, cfg, weights, summary, output_dir):
+    """YOLO through our loader and evaluator: at the config's test size and at --large-size."""
+    from gaussian_retina.evaluation.benchmark import evaluate_all
+
+    def evaluate(test_cfg, size, names):
+        model = yolo_as_detectron2(weights, size, args.conf, args.iou,
+                                   cfg.TEST.DETECTIONS_PER_IMAGE, cfg.INPUT.FORMAT)
+        rows, missing = evaluate_all(test_cfg, model, names,
+                                     str(output_dir / "eval" / f"yolo_{size}"), args.max_images)
+        for name, why in missing.items():
+            logger.warning(f"{name} not evaluated: {why}")
+        return rows
+
+    name = f"YOLOv8n, from scratch (ultralytics {summary.get('ultralytics', '?')})"
+    minutes, small = summary.get("train_loop_minutes"), cfg.INPUT.MAX_SIZE_TEST
+    rows = evaluate(cfg, args.imgsz, [VAL_SET, REAL_SET])
+    table = [dict(model=name, input=f"long side {small}, imgsz {args.imgsz}", minutes=minutes,
+                  synthetic=rows.get(VAL_SET), real=rows.get(REAL_SET))]
+    if args.large_size:
+        big = cfg.clone()
+        big.INPUT.MAX_SIZE_TEST = args.large_size
+        big.INPUT.MIN_SIZE_TEST = int(round(args.large_size * cfg.INPUT.MIN_SIZE_TEST / small))
+        rows = evaluate(big, args.large_size, [REAL_SET])
+        table.append(dict(model=name, minutes=minutes, real=rows.get(REAL_SET),
+                          input=f"long side {args.large_size}, imgsz {args.large_size} "
+                          f"({REAL_SET} only)"))
+    return table
+
+
+def our_row(args, cfg, output_dir):
+    """Our Detectron2 model on the same sets, same loader and evaluator."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    from gaussian_retina.evaluation.benchmark import evaluate_all
+
+    config_file, weights = args.ours
+    cfg.MODEL.WEIGHTS = weights
+    model = build_model(cfg)
+    DetectionCheckpointer(model).load(weights)
+    model.eval()
+    rows, _ = evaluate_all(cfg, model, [VAL_SET, REAL_SET], str(output_dir / "eval" / "ours"),
+                           args.max_images)
+    minutes = args.ours_minutes
+    if minutes is None:
+        minutes = detectron2_train_minutes(weights)
+    return dict(model=f"ours, `{os.path.relpath(config_file)}`",
+                input=f"long side {cfg.INPUT.MAX_SIZE_TEST}", minutes=minutes,
+                synthetic=rows.get(VAL_SET), real=rows.get(REAL_SET))
 
 
 def main():
@@ -505,14 +451,12 @@ def main():
     command = " ".join(
         shlex.quote(a) for a in [sys.executable, os.path.relpath(sys.argv[0])] + sys.argv[1:]
     )
-
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.data import DatasetCatalog
-    from detectron2.modeling import build_model
+    import torch
     from detectron2.utils.logger import setup_logger
 
-    from gaussian_retina.shelves import configure_shelf_datasets, register_retail_dataset
-    from gaussian_retina.evaluation.benchmark import evaluate_all
+    from gaussian_retina.engine import get_project_cfg
+    from gaussian_retina.inference.evaluate import register_labelled_photos, write_table
+    from gaussian_retina.shelves import configure_shelf_datasets
 
     setup_logger(name="detectron2")
     setup_logger(name="gaussian_retina")
@@ -522,96 +466,21 @@ def main():
     output_dir.mkdir(parents=True, exist_ok=True)
     import_ultralytics(output_dir / "ultralytics_config")  # exits with the install line if absent
 
-    cfg = build_cfg(args.ours[0] if args.ours else args.test_config)
-    max_dets = cfg.TEST.DETECTIONS_PER_IMAGE
-    # The peer sees what our model sees: the same config's training sets.
-    train_sets = list(cfg.DATASETS.TRAIN)
-    if REAL_SET not in DatasetCatalog.list():
-        root = Path(args.tobacco_root)
-        register_retail_dataset(REAL_SET, str(root / "images"), str(root / "annotations.csv"))
+    cfg = get_project_cfg(args.ours[0] if args.ours else args.test_config)
+    if not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    train_sets = list(cfg.DATASETS.TRAIN)  # the peer sees what our model sees
+    register_labelled_photos(REAL_SET, args.tobacco_root)
     configure_shelf_datasets(cfg, [VAL_SET, REAL_SET])  # the config's bad-input policy
 
-    # 1-2. Export and train (or reuse a checkpoint).
-    run_dir = output_dir / "train"
-    if args.yolo_weights:
-        weights = Path(args.yolo_weights)
-        summary_path = weights.resolve().parents[1] / SUMMARY_FILE
-        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    else:
-        data_yaml = export_yolo_dataset(output_dir / "yolo_data", train_sets, num_val_images=4)
-        weights, summary = train_yolo(args, data_yaml, run_dir)
-    yolo_minutes = summary.get("train_loop_minutes")
-
-    # 3. YOLO through our loader and evaluator.
-    def evaluate_yolo(test_cfg, size, names, tag):
-        model = yolo_as_detectron2(weights, size, args.conf, args.iou, max_dets, cfg.INPUT.FORMAT)
-        rows, missing = evaluate_all(
-            test_cfg, model, names, str(output_dir / "eval" / tag), args.max_images
-        )
-        for name, why in missing.items():
-            logger.warning(f"{name} not evaluated: {why}")
-        return rows
-
-    table_rows = []
-    yolo_name = f"YOLOv8n, from scratch (ultralytics {summary.get('ultralytics', '?')})"
-    small = cfg.INPUT.MAX_SIZE_TEST
-    rows = evaluate_yolo(cfg, args.imgsz, [VAL_SET, REAL_SET], f"yolo_{args.imgsz}")
-    table_rows.append(
-        dict(
-            model=yolo_name,
-            input=f"long side {small}, imgsz {args.imgsz}",
-            minutes=yolo_minutes,
-            synthetic=rows.get(VAL_SET),
-            real=rows.get(REAL_SET),
-        )
-    )
-    if args.large_size:
-        big = cfg.clone()
-        big.INPUT.MAX_SIZE_TEST = args.large_size
-        big.INPUT.MIN_SIZE_TEST = int(round(args.large_size * cfg.INPUT.MIN_SIZE_TEST / small))
-        rows = evaluate_yolo(big, args.large_size, [REAL_SET], f"yolo_{args.large_size}")
-        table_rows.append(
-            dict(
-                model=yolo_name,
-                input=f"long side {args.large_size}, imgsz {args.large_size} ({REAL_SET} only)",
-                minutes=yolo_minutes,
-                real=rows.get(REAL_SET),
-            )
-        )
-
-    # 4. Ours on the same sets.
+    weights, summary = yolo_weights_and_summary(args, output_dir, train_sets)
+    rows = yolo_rows(args, cfg, weights, summary, output_dir)
     if args.ours:
-        config_file, ours_weights = args.ours
-        cfg.MODEL.WEIGHTS = ours_weights
-        model = build_model(cfg)
-        DetectionCheckpointer(model).load(ours_weights)
-        model.eval()
-        rows, _ = evaluate_all(
-            cfg, model, [VAL_SET, REAL_SET], str(output_dir / "eval" / "ours"), args.max_images
-        )
-        minutes = (
-            args.ours_minutes
-            if args.ours_minutes is not None
-            else detectron2_train_minutes(ours_weights)
-        )
-        table_rows.append(
-            dict(
-                model=f"ours, `{os.path.relpath(config_file)}`",
-                input=f"long side {small}",
-                minutes=minutes,
-                synthetic=rows.get(VAL_SET),
-                real=rows.get(REAL_SET),
-            )
-        )
-
-    # 5. The table.
+        rows.append(our_row(args, cfg, output_dir))
+    max_dets = cfg.TEST.DETECTIONS_PER_IMAGE
     notes = report_notes(args, command, summary, train_sets, max_dets)
-    text = "\n".join(notes) + "\n\n" + markdown_table(table_rows, max_dets) + "\n"
-    print("\n" + text)
-    if args.table:
-        Path(args.table).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.table).write_text(text)
-        logger.info(f"Wrote {args.table}")
+    print()
+    write_table(notes + ["", markdown_table(rows, max_dets)], args.table)
     logger.info(f"Network accesses blocked: {len(BLOCKED_NETWORK)}")
 
 

@@ -22,15 +22,8 @@ from detectron2.utils.logger import setup_logger
 
 from gaussian_retina.data.image_reader import read_shelf_image
 from gaussian_retina.engine import get_project_cfg
-from gaussian_retina.inference import (
-    compare_detections,
-    export_onnx,
-    export_torchscript,
-    resize_for_test,
-    run_onnx,
-    run_pytorch,
-    run_torchscript,
-)
+from gaussian_retina.inference import compare_detections, export_onnx, export_torchscript
+from gaussian_retina.inference import resize_for_test, run_onnx, run_pytorch, run_torchscript
 from gaussian_retina.inference.export import ONNX_OPSET
 
 
@@ -40,19 +33,14 @@ def parse_args(argv=None):
     parser.add_argument("--weights", default=None, help="checkpoint (default: MODEL.WEIGHTS)")
     parser.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     parser.add_argument("--output", required=True, help="file to write (.onnx / .ts)")
-    parser.add_argument(
-        "--sample-image", required=True, help="photo to trace on, resized to the test size"
-    )
+    parser.add_argument("--sample-image", required=True,
+                        help="photo to trace on, resized to the test size")
     parser.add_argument("--opset", type=int, default=ONNX_OPSET, help="ONNX opset (>= 11)")
-    parser.add_argument(
-        "--rescore-alpha",
-        type=float,
-        help="power of the map in the rescoring, as the predict command's (default: its default; "
-        "0 exports RetinaNet's inference alone)",
-    )
-    parser.add_argument(
-        "opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ..."
-    )
+    parser.add_argument("--rescore-alpha", type=float,
+                        help="power of the map in the rescoring, as the predict command's "
+                        "(default: its default; 0 exports RetinaNet's inference alone)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
+                        help="config overrides: KEY VALUE ...")
     return parser.parse_args(argv)
 
 
@@ -62,22 +50,21 @@ def main(argv=None):
     cfg = get_project_cfg(args.config_file, args.opts)
     cfg.MODEL.DEVICE = "cpu"  # the trace records the device; exported files are for CPU here
     model = build_model(cfg).eval()
-    DetectionCheckpointer(model).load(
-        args.weights if args.weights is not None else cfg.MODEL.WEIGHTS
-    )
+    DetectionCheckpointer(model).load(args.weights if args.weights is not None
+                                      else cfg.MODEL.WEIGHTS)
 
     photo = read_shelf_image({"file_name": args.sample_image}, cfg.INPUT.FORMAT)
     image = resize_for_test(photo, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+    alpha = args.rescore_alpha
     if args.format == "onnx":
-        path = export_onnx(model, image, args.output, opset=args.opset, rescore_alpha=args.rescore_alpha)
+        path = export_onnx(model, image, args.output, opset=args.opset, rescore_alpha=alpha)
         exported = run_onnx(path, image)
     else:
-        path = export_torchscript(model, image, args.output, rescore_alpha=args.rescore_alpha)
+        path = export_torchscript(model, image, args.output, rescore_alpha=alpha)
         exported = run_torchscript(torch.jit.load(path), image)
-    parity = compare_detections(run_pytorch(model, image, args.rescore_alpha), exported)
-    logger.info(
-        f"Wrote {path}; input {tuple(image.shape)}; against PyTorch on the sample: {parity}"
-    )
+    parity = compare_detections(run_pytorch(model, image, alpha), exported)
+    logger.info(f"Wrote {path}; input {tuple(image.shape)}; against PyTorch on the sample: "
+                f"{parity}")
     return parity
 
 

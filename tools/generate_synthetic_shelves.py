@@ -3,7 +3,8 @@
 Pre-generate the synthetic shelf splits (the datasets do this themselves on first use):
 
     python tools/generate_synthetic_shelves.py --root datasets
-    python tools/generate_synthetic_shelves.py --splits val --example results/figures/synthetic_example.png
+    python tools/generate_synthetic_shelves.py --splits val \
+        --example results/figures/synthetic_example.png
     python tools/generate_synthetic_shelves.py --splits val --picture-prob 0.5 --example-index 5 \
         --example results/figures/synthetic_pictures_example.png
 """
@@ -52,9 +53,8 @@ def main(argv=None):
                         help="index of the image drawn by --example")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    params = ShelfSceneParams(
-        picture_prob=args.picture_prob, stock_depth_prob=args.stock_depth_prob
-    )
+    params = ShelfSceneParams(picture_prob=args.picture_prob,
+                              stock_depth_prob=args.stock_depth_prob)
     for split in args.splits:
         json_file = generate_synthetic_shelves(
             os.path.expanduser(args.root), split, num_images=args.num_images, seed=args.seed,

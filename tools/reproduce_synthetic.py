@@ -82,6 +82,27 @@ def run_one(config: str, seed: int, out: Path, threads: int, opts):
     return config, seed, wall
 
 
+def _mean_sd(values):
+    mean = f"{statistics.mean(values):.1f}"
+    return f"{mean} ± {statistics.stdev(values):.1f}" if len(values) > 1 else mean
+
+
+def table_lines(configs, seeds, root):
+    """One row per config: each column's mean ± sd over the finished seeds, and the wall time."""
+    lines = ["| model | seeds | " + " | ".join(COLUMNS) + " | wall time per run (min) |",
+             "|---" * (len(COLUMNS) + 3) + "|"]
+    for config in configs:
+        outs = [root / Path(config).stem / f"seed{s}" for s in seeds]
+        metrics = [m for m in map(final_metrics, outs) if m is not None]
+        walls = [float((o / "wall_time_s.txt").read_text()) / 60
+                 for o in outs if (o / "wall_time_s.txt").is_file()]
+        cells = [_mean_sd([m[c] for m in metrics]) if metrics else "-" for c in COLUMNS]
+        wall = f"{statistics.mean(walls):.1f}" if walls and metrics else "-"
+        lines.append(f"| {Path(config).stem} | {len(metrics)} | " + " | ".join(cells)
+                     + f" | {wall} |")
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
@@ -101,43 +122,15 @@ def main():
     runs = [(c, s, root / Path(c).stem / f"seed{s}") for s in args.seeds for c in args.configs]
     start = time.time()
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = (
-            []
-            if args.no_run
-            else [pool.submit(run_one, c, s, out, args.threads, args.opts) for c, s, out in runs]
-        )
+        futures = [] if args.no_run else [
+            pool.submit(run_one, c, s, out, args.threads, args.opts) for c, s, out in runs]
         for i, f in enumerate(futures, 1):
             config, seed, wall = f.result()
             what = "already done" if wall is None else f"{wall / 60:.1f} min"
             print(f"[{i}/{len(runs)}] {Path(config).stem} seed {seed}: {what}", flush=True)
     total = time.time() - start
 
-    lines = [
-        "| model | seeds | " + " | ".join(COLUMNS) + " | wall time per run (min) |",
-        "|---" * (len(COLUMNS) + 3) + "|",
-    ]
-    for config in args.configs:
-        outs = [root / Path(config).stem / f"seed{s}" for s in args.seeds]
-        metrics = [m for m in map(final_metrics, outs) if m is not None]
-        walls = [
-            float((o / "wall_time_s.txt").read_text()) / 60
-            for o in outs
-            if (o / "wall_time_s.txt").is_file()
-        ]
-        if not metrics:
-            lines.append(
-                f"| {Path(config).stem} | 0 | " + " | ".join("-" * 1 for _ in COLUMNS) + " | - |"
-            )
-            continue
-        cells = []
-        for c in COLUMNS:
-            values = [m[c] for m in metrics]
-            mean = f"{statistics.mean(values):.1f}"
-            cells.append(f"{mean} ± {statistics.stdev(values):.1f}" if len(values) > 1 else mean)
-        wall = f"{statistics.mean(walls):.1f}" if walls else "-"
-        lines.append(
-            f"| {Path(config).stem} | {len(metrics)} | " + " | ".join(cells) + f" | {wall} |"
-        )
+    lines = table_lines(args.configs, args.seeds, root)
     table = "\n".join(lines)
     print(table)
     print(f"Total wall time: {total / 60:.1f} min with {args.jobs} jobs x {args.threads} threads")

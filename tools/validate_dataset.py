@@ -37,32 +37,24 @@ def _spec(args) -> RetailDatasetSpec:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 2)[2],
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 2)[2])
     parser.add_argument("--dataset", help="a registered retail dataset name, e.g. sku110k_val")
     parser.add_argument("--image-root")
     parser.add_argument("--annotations", help="CSV, COCO json, or YOLO label folder")
-    parser.add_argument(
-        "--format", default="auto", choices=["auto", "sku110k", "benchmark", "coco", "yolo"]
-    )
-    parser.add_argument(
-        "--decode",
-        action="store_true",
-        help="decode every image (finds truncated / corrupt files; slow)",
-    )
-    parser.add_argument(
-        "--list", type=int, default=30, metavar="N", help="quote the first N problems (default 30)"
-    )
+    parser.add_argument("--format", default="auto",
+                        choices=["auto", "sku110k", "benchmark", "coco", "yolo"])
+    parser.add_argument("--decode", action="store_true",
+                        help="decode every image (finds truncated / corrupt files; slow)")
+    parser.add_argument("--list", type=int, default=30, metavar="N",
+                        help="quote the first N problems (default 30)")
     parser.add_argument("--all", action="store_true", help="quote every problem")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
 
-    return validate_retail_dataset(
-        _spec(args), decode=args.decode, limit=None if args.all else args.list
-    )
+    return validate_retail_dataset(_spec(args), decode=args.decode,
+                                   limit=None if args.all else args.list)
 
 
 if __name__ == "__main__":

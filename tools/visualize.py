@@ -48,12 +48,8 @@ BLUE = (0.0, 0.35, 1.0)  # ground truth; predictions in overlay's RED, as in the
 
 def draw_boxes(image_rgb, gt_boxes=None, pred_boxes=None, line_width=1.5):
     """
-    Args:
-        image_rgb: (H, W, 3) uint8.
-        gt_boxes, pred_boxes: (N, 4) XYXY in the image's pixels, or None.
-    Returns:
-        (H, W, 3) uint8 RGB with ground truth in blue under predictions in red, drawn with the
-        predict command's thin opaque outlines.
+    (H, W, 3) uint8 RGB with ground truth (N, 4 XYXY, or None) in blue under predictions in red,
+    drawn with the predict command's thin opaque outlines.
     """
     vis = ShelfVisualizer(image_rgb, line_width=line_width)
     for boxes, color in ((gt_boxes, BLUE), (pred_boxes, RED)):
@@ -64,11 +60,8 @@ def draw_boxes(image_rgb, gt_boxes=None, pred_boxes=None, line_width=1.5):
 
 def overlay_map(image_rgb, heatmap):
     """
-    Args:
-        image_rgb: (H, W, 3) uint8.
-        heatmap: (h, w) float map covering the whole image (any stride; 1 = an object's centre).
-    Returns:
-        (H, W, 3) uint8: the map panel of the predict command's overlay, at the image's size.
+    The predict command's map panel, (H, W, 3) uint8, for an (h, w) map covering the whole
+    image (any stride; 1 = an object's centre).
     """
     h, w = image_rgb.shape[:2]
     panels = draw_overlay(image_rgb, np.zeros((0, 4)), heatmap, max_side=max(h, w))
@@ -76,12 +69,7 @@ def overlay_map(image_rgb, heatmap):
 
 
 def compose(panels, gap=8, title_height=30):
-    """
-    Args:
-        panels: list of (title, (H, W, 3) uint8 RGB), all of the same height.
-    Returns:
-        one RGB image, panels side by side, each under its title.
-    """
+    """(title, (H, W, 3) uint8 RGB) panels of one height side by side, each under its title."""
     font = cv2.FONT_HERSHEY_SIMPLEX
     out = []
     for title, img in panels:
@@ -95,9 +83,6 @@ def compose(panels, gap=8, title_height=30):
     return np.hstack(out[:-1])
 
 
-# --------------------------------------------------------------------------------------------
-# Inputs
-# --------------------------------------------------------------------------------------------
 def read_csv_boxes(csv_file, image_name):
     """(N, 4) float32 XYXY boxes of ``image_name`` in a SKU-110K or benchmark CSV."""
     table = read_box_csv(csv_file)
@@ -108,20 +93,15 @@ def read_csv_boxes(csv_file, image_name):
 
 
 def load_example(args, cfg):
-    """
-    Returns:
-        str: a name for the image; (H, W, 3) uint8 BGR image; (N, 4) XYXY ground truth or None.
-    """
+    """A name for the image, the (H, W, 3) uint8 BGR image and its (N, 4) XYXY boxes or None."""
     if args.dataset:
         configure_shelf_datasets(cfg, [args.dataset])
         records = DatasetCatalog.get(args.dataset)
         if not 0 <= args.index < len(records):
             raise IndexError(f"--index {args.index}: {args.dataset} has {len(records)} images")
         record = records[args.index]
-        boxes = [
-            BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
-            for a in record.get("annotations", [])
-        ]
+        boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+                 for a in record.get("annotations", [])]
         gt = np.asarray(boxes, np.float32).reshape(-1, 4)
     else:
         # The retail CSV layouts draw boxes on the pixels as stored (see image_reader).
@@ -143,9 +123,8 @@ def build_predictor(config_file, weights, opts=()):
 
 def predict(predictor, image_bgr, score_thresh):
     """
-    Returns:
-        (N, 4) XYXY boxes scored >= score_thresh in the image's pixels; the predicted map
-        (h, w) over the whole image, or None for a model without the branch.
+    (N, 4) XYXY boxes scored >= score_thresh in the image's pixels, and the predicted (h, w) map
+    over the whole image (None for a model without the branch).
     """
     outputs = predictor(image_bgr)
     instances = outputs["instances"].to("cpu")
@@ -162,9 +141,8 @@ def gt_map(cfg, gt_boxes, image_size):
     (INPUT.MIN/MAX_SIZE_TEST), as the mapper does, so it lines up with the predicted map.
     """
     h, w = image_size
-    new_h, new_w = ResizeShortestEdge.get_output_shape(
-        h, w, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST
-    )
+    new_h, new_w = ResizeShortestEdge.get_output_shape(h, w, cfg.INPUT.MIN_SIZE_TEST,
+                                                       cfg.INPUT.MAX_SIZE_TEST)
     renderer = build_gaussian_renderer(cfg)
     scale = np.array([new_w / w, new_h / h, new_w / w, new_h / h], np.float32)
     return renderer(gt_boxes * scale, (new_h, new_w))
@@ -173,15 +151,11 @@ def gt_map(cfg, gt_boxes, image_size):
 def resize_for_figure(image_bgr, boxes_list, height):
     """Image to RGB at ``height`` rows; boxes scaled alike (None stays None)."""
     scale = height / image_bgr.shape[0]
-    rgb = cv2.resize(
-        image_bgr, (round(image_bgr.shape[1] * scale), height), interpolation=cv2.INTER_AREA
-    )[..., ::-1]
+    size = (round(image_bgr.shape[1] * scale), height)
+    rgb = cv2.resize(image_bgr, size, interpolation=cv2.INTER_AREA)[..., ::-1]
     return np.ascontiguousarray(rgb), [None if b is None else b * scale for b in boxes_list]
 
 
-# --------------------------------------------------------------------------------------------
-# Modes
-# --------------------------------------------------------------------------------------------
 def figure_gt(args):
     cfg = get_project_cfg(args.config_file[0] if args.config_file else None)
     name, image, gt = load_example(args, cfg)
@@ -189,15 +163,9 @@ def figure_gt(args):
         raise ValueError("gt mode needs ground truth: --dataset, or --image with --annotations")
     target = gt_map(cfg, gt, image.shape[:2])
     rgb, (boxes,) = resize_for_figure(image, [gt], args.height)
-    return compose(
-        [
-            (
-                f"{name}: {len(gt)} ground-truth boxes",
-                draw_boxes(rgb, gt_boxes=boxes, line_width=args.line_width),
-            ),
-            ("ground-truth Gaussian map", overlay_map(rgb, target)),
-        ]
-    )
+    return compose([(f"{name}: {len(gt)} ground-truth boxes",
+                     draw_boxes(rgb, gt_boxes=boxes, line_width=args.line_width)),
+                    ("ground-truth Gaussian map", overlay_map(rgb, target))])
 
 
 def figure_predict(args):
@@ -206,18 +174,13 @@ def figure_predict(args):
     pred, pred_map = predict(predictor, image, args.score_thresh)
     rgb, (boxes, gt_small) = resize_for_figure(image, [pred, gt], args.height)
     title = f"{args.names[0] if args.names else name}: {len(pred)} predictions (red)"
-    panels = [
-        (
-            title + (", ground truth (blue)" if gt is not None else ""),
-            draw_boxes(rgb, gt_small, boxes, args.line_width),
-        )
-    ]
+    title += ", ground truth (blue)" if gt is not None else ""
+    panels = [(title, draw_boxes(rgb, gt_small, boxes, args.line_width))]
     if pred_map is not None:
         panels.append(("predicted Gaussian map", overlay_map(rgb, pred_map)))
     if gt is not None:
-        panels.append(
-            ("ground-truth Gaussian map", overlay_map(rgb, gt_map(cfg, gt, image.shape[:2])))
-        )
+        target = gt_map(cfg, gt, image.shape[:2])
+        panels.append(("ground-truth Gaussian map", overlay_map(rgb, target)))
     return compose(panels)
 
 
@@ -231,19 +194,14 @@ def figure_compare(args):
         _, predictor = build_predictor(config_file, weights, args.opts)
         pred, _ = predict(predictor, image, args.score_thresh)
         rgb, (boxes, gt_small) = resize_for_figure(image, [pred, gt], args.height)
-        panels.append(
-            (
-                f"{model_name}: {len(pred)} detections >= {args.score_thresh}",
-                draw_boxes(rgb, gt_small, boxes, args.line_width),
-            )
-        )
+        panels.append((f"{model_name}: {len(pred)} detections >= {args.score_thresh}",
+                       draw_boxes(rgb, gt_small, boxes, args.line_width)))
     return compose(panels)
 
 
 def main():
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=["gt", "predict", "compare"])
     parser.add_argument("--config-file", nargs="+", default=[], help="one per model")
     parser.add_argument("--weights", nargs="+", default=[], help="one per --config-file")
@@ -256,12 +214,8 @@ def main():
     parser.add_argument("--height", type=int, default=600, help="panel height in pixels")
     parser.add_argument("--line-width", type=float, default=1.5, help="box outline, pixels")
     parser.add_argument("--output", required=True, help="PNG file")
-    parser.add_argument(
-        "--opts",
-        nargs=argparse.REMAINDER,
-        default=[],
-        help="config overrides, KEY VALUE ... (last on the command line)",
-    )
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
+                        help="config overrides, KEY VALUE ... (last on the command line)")
     args = parser.parse_args()
     if bool(args.dataset) == bool(args.image):
         parser.error("give exactly one of --dataset and --image")
