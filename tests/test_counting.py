@@ -113,3 +113,25 @@ def test_count_errors():
     assert out["mean_rel_error"] == pytest.approx(0.125)  # (1/4 + 0/5) / 2: no product, no ratio
     empty = count_errors([], [])
     assert np.isnan(empty["mae"]) and np.isnan(empty["mean_rel_error"])
+
+
+def test_map_peaks_at_the_border_at_the_threshold_and_on_a_one_pixel_map():
+    m = np.zeros((6, 8), np.float32)
+    m[0, 3] = 0.9  # on the map's edge: outside counts as lower
+    m[4, 6] = 0.5  # exactly the threshold
+    assert count_map_peaks(m, 0.5) == 2
+    assert count_map_peaks(np.array([[0.9]]), 0.5) == 1
+
+
+def test_map_mass_of_small_products_and_another_template():
+    # One product of 1 pixel at stride 1 leaves template_mean in the map.
+    m = np.zeros((4, 4))
+    m[1, 1] = template_mean()
+    assert count_map_mass(m, 1.0, [1.0]) == pytest.approx(1.0)
+    box = np.array([[0.0, 0.0, 60.0, 90.0]])
+    narrow = GaussianMapRenderer(stride=1, sigma=20.0)(box, (90, 60))
+    assert count_map_mass(narrow, 1.0, [5400.0], sigma=20.0) == pytest.approx(1.0, rel=0.02)
+
+
+def test_relative_error_counts_photos_of_one_product():
+    assert count_errors([2], [1])["mean_rel_error"] == pytest.approx(1.0)
