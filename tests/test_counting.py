@@ -91,6 +91,9 @@ def test_template_mean_is_one_boxs_mass_per_pixel():
     narrow = GaussianMapRenderer(stride=1, sigma=20.0)(box, (60, 90))
     assert template_mean(sigma=20.0) == pytest.approx(narrow.sum() / (90 * 60), rel=0.02)
     assert template_mean(sigma=20.0) < 0.7 * template_mean()
+    # Only sigma relative to the template's side matters: half the side and half the sigma.
+    assert template_mean(template_size=60, sigma=20.0) == pytest.approx(template_mean(), rel=0.02)
+    assert template_mean(template_size=60) > 1.3 * template_mean()
 
 
 def test_map_mass_counts_the_products_of_a_rendered_map():
