@@ -2,12 +2,15 @@
 
 import math
 
+import torch
+
 import pytest
 
 from gaussian_retina.inference.tiling import (
     TileGrid,
     auto_tile_grid,
     fixed_tile_grid,
+    merge_tile_detections,
     parse_tiling,
     single_pass_scale,
 )
@@ -70,3 +73,39 @@ def test_parse_tiling():
             parse_tiling(bad)
     with pytest.raises(ValueError, match="'31x64'"):
         parse_tiling("31x64")
+
+
+def _tile(boxes, scores):
+    return (
+        torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        torch.tensor(scores, dtype=torch.float32),
+        torch.zeros(len(scores), dtype=torch.long),
+    )
+
+
+def test_merge_of_nothing_is_empty_and_typed():
+    for tiles in ([], [_tile([], [])]):
+        windows = [(0, 0, 100, 80)] * len(tiles)
+        b, s, c, ex = merge_tile_detections(
+            [t[0] for t in tiles], [t[1] for t in tiles], [t[2] for t in tiles], windows, (80, 100)
+        )
+        assert b.shape == (0, 4) and s.shape == (0,) and c.shape == (0,) and ex is None
+        assert b.dtype == torch.float32 and c.dtype == torch.long
+
+
+def test_merge_clips_to_the_photo_caps_and_carries_extra():
+    # One tile, the whole photo: boxes past its border are clipped, the best 300 kept by default.
+    n = 320
+    xs = torch.arange(n, dtype=torch.float32) * 10
+    boxes = torch.stack([xs - 5, xs * 0 - 5, xs + 4, xs * 0 + 4000], 1)  # apart, tall past the border
+    scores = torch.linspace(0.9, 0.1, n)
+    extra = torch.arange(n)
+    b, s, c, ex = merge_tile_detections(
+        [boxes], [scores], [torch.zeros(n, dtype=torch.long)], [(0, 0, 3200, 3000)], (3000, 3200),
+        extra=[extra],
+    )
+    assert len(b) == 300 and torch.equal(ex, extra[:300])
+    assert (b[:, 0::2] >= 0).all() and (b[:, 0::2] <= 3200).all()
+    assert (b[:, 1::2] >= 0).all() and (b[:, 1::2] <= 3000).all()
+    assert b[0].tolist() == [0.0, 0.0, 4.0, 3000.0]
+    assert torch.equal(s, scores[:300])
