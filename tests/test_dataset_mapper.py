@@ -419,3 +419,19 @@ def test_decoded_cache_comes_from_the_config():
     cfg = get_config("finetune/gln_R18_photos.yaml")
     assert cfg.DATALOADER.DECODED_CACHE_MB > 0
     assert ShelfDatasetMapper.from_config(cfg, True)["decoded_cache_mb"] == cfg.DATALOADER.DECODED_CACHE_MB
+
+
+def test_a_skipped_training_image_is_read_once(record, tmp_path, monkeypatch):
+    import gaussian_retina.data.dataset_mapper as dataset_mapper
+
+    bad = dict(record, file_name=str(tmp_path / "broken.jpg"), bad_input_policy="skip")
+    with open(bad["file_name"], "wb") as f:
+        f.write(b"\xff\xd8\xff\xe0 not really a jpeg")
+    reads = []
+    read = dataset_mapper.read_shelf_image
+    monkeypatch.setattr(
+        dataset_mapper, "read_shelf_image", lambda d, *a, **k: reads.append(1) or read(d, *a, **k)
+    )
+    mapper = _mapper([])
+    assert mapper(bad) is None and mapper(bad) is None
+    assert len(reads) == 1 and mapper.num_bad_images == 1

@@ -138,6 +138,8 @@ class ShelfDatasetMapper(DatasetMapper):
         cached = self._decoded.get(key)
         if cached is not None:
             return cached.copy()  # the augmentations may write into their input
+        if self.is_train and dataset_dict["file_name"] in self.bad_images:
+            return None  # skipped already (only skippable files get here): no second read
         try:
             image = read_shelf_image(dataset_dict, self.image_format, reduction=reduction)
         except BadImageError as e:
