@@ -156,14 +156,18 @@ def test_a_policy_given_at_registration_holds_and_a_cut_photo_counts_once(tmp_pa
     cfg = get_config("synthetic/gln_R18.yaml", "DATASETS.TRAIN", (name,), "DATASETS.TEST", ())
     assert cfg.DATASETS.BAD_INPUT_POLICY == ""  # nothing given for the run
     # Detectron2's setup_logger (run by other tests) stops "gaussian_retina" propagating.
+    # When no setup_logger has run (this file alone), caplog would also get each record through
+    # the root logger: propagation is off inside.
     logger = logging.getLogger("gaussian_retina")
     logger.addHandler(caplog.handler)
+    propagate, logger.propagate = logger.propagate, False
     try:
         with caplog.at_level(logging.WARNING, logger="gaussian_retina"):
             configure_shelf_datasets(cfg)
             dicts = DatasetCatalog.get(name)
     finally:
         logger.removeHandler(caplog.handler)
+        logger.propagate = propagate
     assert retail_dataset_spec(name).bad_input_policy == "skip"
     # Found when the dataset loads, from the file's missing end marker: the truncated photo is
     # dropped there and counted in the one summary line, not at every epoch of the loader.
