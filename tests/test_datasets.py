@@ -359,3 +359,37 @@ def test_validate_dataset_reports_every_defect(tmp_path, images, capsys):
     out = capsys.readouterr().out
     assert "big.jpg: truncated JPEG" in out
     assert "1  images dropped: unreadable image" in out
+
+
+def test_validate_dataset_names_boxes_labelled_twice(tmp_path, images, capsys):
+    from gaussian_retina.shelves import RetailDatasetSpec
+    from gaussian_retina.shelves.validate import boxes_labelled_twice, validate_retail_dataset
+
+    rows = [
+        "a.jpg,0,0,10,10,object,60,40",  # line 1
+        "a.jpg,20,0,30,10,object,60,40",  # 2: a neighbour, no overlap
+        "a.jpg,0,0,10,9,object,60,40",  # 3: line 1's box again, IoU 0.90
+        "b.jpg,0,0,10,10,object,30,50",  # 4: the same box in another image is not a pair
+        "a.jpg,20,0,30,6,object,60,40",  # 5: overlaps line 2 at IoU 0.60, under the limit
+        "a.jpg,20,0,30,8,object,60,40",  # 6: overlaps line 2 at IoU 0.80 and line 5 at 0.75
+    ]
+    ann = _write(tmp_path / "ann.csv", "\n".join(rows) + "\n")
+    spec = RetailDatasetSpec("validate", str(images), str(ann))
+    assert validate_retail_dataset(spec) == 1
+    out = capsys.readouterr().out
+    assert "3  boxes labelled twice (IoU >= 0.75" in out
+    assert f"{ann}, lines 1 and 3: the same product in a.jpg (IoU 0.90)" in out
+    assert f"{ann}, lines 2 and 6: the same product in a.jpg (IoU 0.80)" in out
+    assert f"{ann}, lines 5 and 6: the same product in a.jpg (IoU 0.75)" in out
+    assert "lines 2 and 5" not in out and "lines 1 and 4" not in out
+
+    from gaussian_retina.shelves.register import load_retail_table
+
+    table, _, _ = load_retail_table(spec, policy="error")
+    lines = {(int(table.box_loc[i]), int(table.box_loc[j])) for i, j, _ in boxes_labelled_twice(table)}
+    assert lines == {(1, 3), (2, 6), (5, 6)}
+    assert boxes_labelled_twice(table, iou_thresh=0.95) == []
+
+    _write(ann, "\n".join(SKU_ROWS) + "\n")
+    assert validate_retail_dataset(spec) == 0
+    assert "labelled twice" not in capsys.readouterr().out

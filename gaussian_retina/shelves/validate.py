@@ -6,8 +6,11 @@ every problem is found rather than the first.
 
 import collections
 import sys
-from typing import Optional
+from typing import List, Optional, Tuple
 
+import numpy as np
+import torch
+from detectron2.structures import Boxes, pairwise_iou
 from PIL import Image
 
 from ..data.image_reader import BadImageError, exif_orientation, read_shelf_image
@@ -15,7 +18,30 @@ from .bad_input import AnnotationError
 from .box_table import table_to_dicts
 from .register import RetailDatasetSpec, load_retail_table
 
-__all__ = ["validate_retail_dataset"]
+__all__ = ["validate_retail_dataset", "boxes_labelled_twice", "TWICE_IOU"]
+
+# Two boxes of one image overlapping this much frame the same product: neighbours on a shelf,
+# even packs stacked in perspective, overlap far less. Such a pair inflates the image's true
+# count and leaves one unmatchable ground-truth box in evaluation.
+TWICE_IOU = 0.75
+
+
+def boxes_labelled_twice(table, iou_thresh: float = TWICE_IOU) -> List[Tuple[int, int, float]]:
+    """
+    Pairs (i, j, IoU) of box indices of ``table`` (i < j, the same image) whose IoU is at least
+    ``iou_thresh``, in the order of the file.
+    """
+    pairs = []
+    order = np.argsort(table.box_image, kind="stable")
+    starts = np.flatnonzero(np.diff(table.box_image[order], prepend=-1))
+    for idx in np.split(order, starts[1:]):
+        if idx.size < 2:
+            continue
+        boxes = Boxes(torch.as_tensor(table.boxes[idx], dtype=torch.float64))
+        iou = pairwise_iou(boxes, boxes).triu(diagonal=1)
+        for a, b in (iou >= iou_thresh).nonzero().tolist():
+            pairs.append((int(idx[a]), int(idx[b]), float(iou[a, b])))
+    return sorted(pairs)
 
 
 def validate_retail_dataset(
@@ -25,7 +51,8 @@ def validate_retail_dataset(
     Print what is wrong with a dataset: malformed rows (wrong column count, non-numeric field,
     x2 <= x1), images named but missing, unreadable image headers, recorded sizes that disagree
     with the file, boxes outside the image; boxes clipped to the image and degenerate boxes;
-    images whose EXIF orientation tag is ignored or applied; JPEG and PNG files cut short. With
+    images whose EXIF orientation tag is ignored or applied; JPEG and PNG files cut short; pairs
+    of boxes that frame one product twice (``boxes_labelled_twice``). With
     ``decode`` it also decodes every image as the data loader would, finding corrupt files.
 
     Args:
@@ -55,6 +82,10 @@ def validate_retail_dataset(
         defects["boxes partly outside the image (clipped)"] += report.clipped
     if report.degenerate:
         defects["degenerate boxes after clipping (dropped)"] += report.degenerate
+
+    twice = boxes_labelled_twice(table)
+    if twice:
+        defects[f"boxes labelled twice (IoU >= {TWICE_IOU} with another box of their image)"] += len(twice)
 
     dicts = table_to_dicts(table, spec.image_root, apply_exif=apply_exif)
     oriented = collections.Counter()
@@ -94,6 +125,12 @@ def validate_retail_dataset(
         print(f"\nproblems ({'all' if limit is None else f'first {len(quoted)}'}):")
         for q in quoted:
             print("  " + q)
+    if twice:
+        print(f"\nboxes labelled twice ({'all' if limit is None else f'first {min(limit, len(twice))}'}):")
+        for i, j, iou in twice if limit is None else twice[:limit]:
+            name = table.image_names[table.box_image[i]]
+            print(f"  {table.box_files(np.array([i]))[0]}, {table.unit}s {table.box_loc[i]} and "
+                  f"{table.box_loc[j]}: the same product in {name} (IoU {iou:.2f})")
     if bad_images:
         print("\nimages that fail to decode:")
         for msg in bad_images if limit is None else bad_images[:limit]:
