@@ -271,6 +271,37 @@ def test_yolo_labels(tmp_path, images):
     assert f"{labels / 'zz.txt'}, line 1: image named but missing" in str(e.value)
 
 
+def test_yolo_split_written_from_dicts_reads_back(tmp_path, images):
+    from gaussian_retina.shelves.coco_yolo import write_yolo_split, yolo_label_rows
+
+    rows = SKU_ROWS + ["a.jpg,50,30,70,45,object,60,40"]  # runs past the image: clipped to it
+    ann = _write(tmp_path / "ann.csv", "\n".join(rows) + "\n")
+    dicts = DatasetCatalog.get(_register(tmp_path, images, ann))
+    a = next(d for d in dicts if d["file_name"].endswith("a.jpg"))
+    # (1, 2, 10, 20) in a 60x40 image: centre (5.5, 11), size (9, 18).
+    assert yolo_label_rows(a)[0] == "0 0.091667 0.275000 0.150000 0.450000"
+    crowd = dict(a, annotations=[dict(a["annotations"][0], iscrowd=1)])
+    assert yolo_label_rows(crowd) == []
+
+    root = tmp_path / "yolo"
+    assert write_yolo_split(dicts, root, "train") == (3, 5)
+    assert os.readlink(root / "images" / "train" / "a.jpg") == str(images / "a.jpg")
+    back = DatasetCatalog.get(
+        _register(tmp_path, root / "images" / "train", root / "labels" / "train")
+    )
+    by_name = {os.path.basename(d["file_name"]): d for d in back}
+    for d in dicts:
+        got = by_name[os.path.basename(d["file_name"])]["annotations"]
+        expected = [
+            np.clip(x["bbox"], 0, [d["width"], d["height"]] * 2) for x in d["annotations"]
+        ]
+        np.testing.assert_allclose([g["bbox"] for g in got], expected, atol=1e-3)
+    # A second write of the same records changes nothing; a name twice is refused.
+    assert write_yolo_split(dicts, root, "train") == (3, 5)
+    with pytest.raises(ValueError, match="not unique"):
+        write_yolo_split(dicts + dicts[:1], root, "again")
+
+
 def test_coco_json_for_evaluator_is_cached_and_scores_ground_truth(tmp_path, images):
     from detectron2.evaluation import COCOEvaluator
     from detectron2.structures import Boxes, Instances

@@ -113,62 +113,6 @@ def import_ultralytics(config_dir):
     return ultralytics
 
 
-def _check_no_exif_rotation(file_name):
-    # YOLO readers apply EXIF orientation; boxes of an apply_exif=False record fit raw pixels.
-    from PIL import Image
-
-    from gaussian_retina.data.image_reader import exif_orientation
-
-    with Image.open(file_name) as im:
-        if exif_orientation(im) != 1:
-            raise ValueError(f"{file_name}: EXIF-rotated image; boxes fit raw pixels")
-
-
-def _yolo_rows(record):
-    """The record's boxes as ``0 cx cy w h`` rows, clipped and normalised to the image."""
-    from detectron2.structures import BoxMode
-
-    h, w = float(record["height"]), float(record["width"])
-    rows = []
-    for a in record.get("annotations", []):
-        if a.get("iscrowd", 0):
-            continue
-        x1, y1, x2, y2 = BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
-        x1, x2 = min(max(x1, 0.0), w), min(max(x2, 0.0), w)
-        y1, y2 = min(max(y1, 0.0), h), min(max(y2, 0.0), h)
-        if x2 > x1 and y2 > y1:
-            rows.append(f"0 {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
-                        f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}")
-    return rows
-
-
-def export_yolo_split(records, root, split):
-    """
-    Writes ``root/images/<split>/<name>`` (symlinks to the images) and
-    ``root/labels/<split>/<stem>.txt`` (rows ``0 cx cy w h`` normalised to the image, one class).
-    Returns the number of images and boxes written.
-    """
-    image_dir, label_dir = Path(root) / "images" / split, Path(root) / "labels" / split
-    image_dir.mkdir(parents=True, exist_ok=True)
-    label_dir.mkdir(parents=True, exist_ok=True)
-    names = [os.path.basename(r["file_name"]) for r in records]
-    if len(set(names)) != len(names):
-        raise ValueError(f"{split}: image file names are not unique; cannot export flat")
-    num_boxes = 0
-    for r, name in zip(records, names):
-        if r.get("apply_exif", True) is False:
-            _check_no_exif_rotation(r["file_name"])
-        link, target = image_dir / name, os.path.abspath(r["file_name"])
-        if link.is_symlink() and os.readlink(link) != target:
-            link.unlink()
-        if not link.is_symlink():
-            link.symlink_to(target)
-        rows = _yolo_rows(r)
-        (label_dir / (os.path.splitext(name)[0] + ".txt")).write_text("\n".join(rows) + "\n")
-        num_boxes += len(rows)
-    return len(records), num_boxes
-
-
 def export_yolo_dataset(root, train_sets, num_val_images):
     """
     The YOLO copy of the training sets (one folder each under ``train/``: their file names can
@@ -176,11 +120,13 @@ def export_yolo_dataset(root, train_sets, num_val_images):
     """
     from detectron2.data import DatasetCatalog
 
+    from gaussian_retina.shelves.coco_yolo import write_yolo_split
+
     root = Path(root).resolve()
     for name in train_sets:
-        n, b = export_yolo_split(DatasetCatalog.get(name), root, f"train/{name}")
+        n, b = write_yolo_split(DatasetCatalog.get(name), root, f"train/{name}")
         logger.info(f"YOLO export of {name}: {n} images, {b} boxes in {root}")
-    n, b = export_yolo_split(DatasetCatalog.get(VAL_SET)[:num_val_images], root, "val")
+    n, b = write_yolo_split(DatasetCatalog.get(VAL_SET)[:num_val_images], root, "val")
     logger.info(f"YOLO export of the first {n} images of {VAL_SET} ({b} boxes): end-of-run val")
     data_yaml = root / "data.yaml"
     data_yaml.write_text(

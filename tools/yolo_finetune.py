@@ -8,7 +8,7 @@ Imported by that tool when it runs with ``--peer yolo`` (under the peers' virtua
 import time
 from pathlib import Path
 
-from benchmark_yolo_peer import export_yolo_split, import_ultralytics, yolo_as_detectron2
+from benchmark_yolo_peer import import_ultralytics, yolo_as_detectron2
 
 
 def finetune_yolo(args, run_dir, train_name, seed):
@@ -27,9 +27,11 @@ def finetune_yolo(args, run_dir, train_name, seed):
     # device; the comparison gives both detectors the same threads.
     torch_utils.NUM_THREADS = args.threads
     data = run_dir / "data"
+    from gaussian_retina.shelves.coco_yolo import write_yolo_split
+
     records = DatasetCatalog.get(train_name)
-    export_yolo_split(records, data, "train")
-    export_yolo_split(records[:2], data, "val")  # Ultralytics validates once at the end
+    write_yolo_split(records, data, "train")
+    write_yolo_split(records[:2], data, "val")  # Ultralytics validates once at the end
     data_yaml = data / "data.yaml"
     data_yaml.write_text(f"path: {data}\ntrain: images/train\nval: images/val\nnames:\n  0: object\n")
     marks = {}

@@ -2,21 +2,25 @@
 The two general formats a user's own shelves may come in: a COCO detection json, and a YOLO
 label folder (one ``<image stem>.txt`` per image, rows ``class cx cy w h`` normalised to the
 image). Both are read into a :class:`BoxTable`; all categories become the one "object" class.
+Detectron2 dataset dicts are written back out as a YOLO folder for YOLO tools.
 """
 
 import json
 import math
 import os
-from typing import List
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
+from detectron2.structures import BoxMode
+from PIL import Image
 
-from ..data.image_reader import BadImageError, read_image_size
+from ..data.image_reader import BadImageError, exif_orientation, read_image_size
 from .bad_input import AnnotationError, InputReport
 from .box_table import BoxTable
 from .retail_csv import DECIMAL_NUMBER
 
-__all__ = ["IMAGE_EXTENSIONS", "parse_coco_json", "parse_yolo_labels"]
+__all__ = ["IMAGE_EXTENSIONS", "parse_coco_json", "parse_yolo_labels", "write_yolo_split", "yolo_label_rows"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -202,3 +206,57 @@ def parse_yolo_labels(
         box_loc=np.asarray(locs, dtype=np.int64),
         box_src=np.asarray(srcs, dtype=np.int64),
     )
+
+
+def yolo_label_rows(record: Dict) -> List[str]:
+    """
+    A Detectron2 dataset dict's boxes as YOLO rows ``0 cx cy w h``, normalised to the record's
+    size, clipped to the image; crowd boxes and boxes empty after clipping are left out.
+    """
+    h, w = float(record["height"]), float(record["width"])
+    rows = []
+    for a in record.get("annotations", []):
+        if a.get("iscrowd", 0):
+            continue
+        x1, y1, x2, y2 = BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
+        x1, x2 = min(max(x1, 0.0), w), min(max(x2, 0.0), w)
+        y1, y2 = min(max(y1, 0.0), h), min(max(y2, 0.0), h)
+        if x2 > x1 and y2 > y1:
+            rows.append(
+                f"0 {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
+                f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
+            )
+    return rows
+
+
+def write_yolo_split(records: Sequence[Dict], root: str, split: str) -> Tuple[int, int]:
+    """
+    Write dataset dicts as the YOLO layout: ``root/images/<split>/<name>`` (symlinks to the
+    images) and ``root/labels/<split>/<stem>.txt`` (:func:`yolo_label_rows`), which
+    :func:`parse_yolo_labels` reads back. Returns the number of images and boxes written.
+
+    YOLO readers apply EXIF orientation, so a record whose boxes fit the stored pixels
+    (``apply_exif`` False) of a photo carrying a rotation tag is refused rather than written
+    with boxes that would not fit.
+    """
+    image_dir, label_dir = Path(root) / "images" / split, Path(root) / "labels" / split
+    image_dir.mkdir(parents=True, exist_ok=True)
+    label_dir.mkdir(parents=True, exist_ok=True)
+    names = [os.path.basename(r["file_name"]) for r in records]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{split}: image file names are not unique; cannot write them flat")
+    num_boxes = 0
+    for r, name in zip(records, names):
+        if r.get("apply_exif", True) is False:
+            with Image.open(r["file_name"]) as im:
+                if exif_orientation(im) != 1:
+                    raise ValueError(f"{r['file_name']}: EXIF-rotated image; boxes fit raw pixels")
+        link, target = image_dir / name, os.path.abspath(r["file_name"])
+        if link.is_symlink() and os.readlink(link) != target:
+            link.unlink()
+        if not link.is_symlink():
+            link.symlink_to(target)
+        rows = yolo_label_rows(r)
+        (label_dir / (os.path.splitext(name)[0] + ".txt")).write_text("\n".join(rows) + "\n")
+        num_boxes += len(rows)
+    return len(records), num_boxes
