@@ -109,3 +109,135 @@ def test_merge_clips_to_the_photo_caps_and_carries_extra():
     assert (b[:, 1::2] >= 0).all() and (b[:, 1::2] <= 3000).all()
     assert b[0].tolist() == [0.0, 0.0, 4.0, 3000.0]
     assert torch.equal(s, scores[:300])
+
+
+def _merge_photo(windows, per_tile, image_size, **kw):
+    """
+    per_tile: per window, a list of (x1, y1, x2, y2, score, class) in *photo* pixels; the
+    merge gets them in each tile's pixels, with each detection's index as its extra value.
+    Returns rows (x1, y1, x2, y2, score, class, extra) in the merge's order.
+    """
+    boxes, scores, classes, extra, k = [], [], [], [], 0
+    for (x0, y0, _, _), dets in zip(windows, per_tile):
+        d = torch.tensor(dets, dtype=torch.float32).reshape(-1, 6)
+        boxes.append(d[:, :4] - torch.tensor([x0, y0, x0, y0], dtype=torch.float32))
+        scores.append(d[:, 4])
+        classes.append(d[:, 5].long())
+        extra.append(torch.arange(k, k + len(d)))
+        k += len(d)
+    b, s, c, ex = merge_tile_detections(boxes, scores, classes, windows, image_size, extra=extra, **kw)
+    return [
+        (*[round(v, 3) for v in bb], round(float(ss), 3), int(cc), int(ee))
+        for bb, ss, cc, ee in zip(b.tolist(), s, c, ex)
+    ]
+
+
+# Two tiles stacked over a 200x100 photo (H, W), sharing y in [80, 120].
+STACKED = [(0, 0, 100, 120), (0, 80, 100, 200)]
+
+
+def test_merge_fuses_a_product_cut_by_a_horizontal_seam():
+    # The product spans y 60-150: the top tile sees 60-120 (cut at its bottom edge), the bottom
+    # tile 80-150 (cut at its top edge). The union keeps the best piece's score and extra.
+    out = _merge_photo(
+        STACKED, [[(10, 60, 40, 120, 0.5, 0)], [(11, 80, 41, 150, 0.7, 0)]], (200, 100)
+    )
+    assert out == [(10, 60, 41, 150, 0.7, 0, 1)]
+
+
+def test_merge_never_fuses_or_suppresses_across_classes():
+    # The same region seen as class 0 cut by the seam and as class 1 whole: nothing joins them.
+    out = _merge_photo(
+        STACKED, [[(10, 90, 40, 120, 0.9, 0)], [(10, 90, 40, 130, 0.8, 1)]], (200, 100)
+    )
+    assert out == [(10, 90, 40, 120, 0.9, 0, 0), (10, 90, 40, 130, 0.8, 1, 1)]
+
+
+def test_merge_joins_pieces_only_from_the_seam_iou_up():
+    # Clipped to the common rows 80-120, the pieces are x 10-40 and x 10+d-40+d: IoU
+    # (30 - d) / (30 + d). d = 10 gives exactly 0.5, joined; d = 11 gives 0.46, kept apart.
+    for d, joined in ((10, True), (11, False)):
+        out = _merge_photo(
+            STACKED,
+            [[(10, 60, 40, 120, 0.6, 0)], [(10 + d, 80, 40 + d, 150, 0.9, 0)]],
+            (200, 100),
+            nms_thresh=0.99,
+        )
+        if joined:
+            assert out == [(10, 60, 40 + d, 150, 0.9, 0, 1)]
+        else:
+            assert out == [(10 + d, 80, 40 + d, 150, 0.9, 0, 1), (10, 60, 40, 120, 0.6, 0, 0)]
+    out = _merge_photo(
+        STACKED, [[(10, 60, 40, 120, 0.6, 0)], [(20, 80, 50, 150, 0.9, 0)]], (200, 100),
+        seam_iou=0.51, nms_thresh=0.99,
+    )
+    assert len(out) == 2
+
+
+def test_each_tile_has_its_own_cut_margin():
+    # Tile 0's box stops 5 px short of its inner edge (x = 120), tile 1 sees the product whole,
+    # 20 px from its own inner edge (x = 80). With tile 0's margin 6 its box is a piece and
+    # goes; with 4 it is whole, and NMS keeps both (their IoU, 15 / 40, is under 0.5). A margin
+    # of 25 for tile 1 makes its box a piece too: two pieces, fused into their union.
+    windows = [(0, 0, 120, 100), (80, 0, 200, 100)]
+    dets = [[(100, 10, 115, 60, 0.9, 0)], [(100, 10, 140, 60, 0.8, 0)]]
+    assert _merge_photo(windows, dets, (100, 200), edge_margin=[6.0, 0.0]) == [
+        (100, 10, 140, 60, 0.8, 0, 1)
+    ]
+    assert _merge_photo(windows, dets, (100, 200), edge_margin=[4.0, 0.0]) == [
+        (100, 10, 115, 60, 0.9, 0, 0),
+        (100, 10, 140, 60, 0.8, 0, 1),
+    ]
+    assert _merge_photo(windows, dets, (100, 200), edge_margin=[6.0, 25.0]) == [
+        (100, 10, 140, 60, 0.9, 0, 0)
+    ]
+
+
+def test_tiles_that_do_not_overlap_never_join_their_boxes():
+    # Side by side with no common region: a box at each side of x = 100 is a piece of its tile
+    # (both edges are inner), but the product halves cannot be matched, and both stay.
+    windows = [(0, 0, 100, 100), (100, 0, 200, 100)]
+    out = _merge_photo(
+        windows, [[(80, 10, 100, 60, 0.9, 0)], [(100, 10, 130, 60, 0.8, 0)]], (100, 200)
+    )
+    assert out == [(80, 10, 100, 60, 0.9, 0, 0), (100, 10, 130, 60, 0.8, 0, 1)]
+
+
+def test_whole_boxes_of_two_tiles_meet_only_in_nms():
+    # Neither box touches an inner edge: no group, so the NMS threshold alone decides.
+    windows = [(0, 0, 120, 100), (80, 0, 200, 100)]
+    dets = [[(85, 10, 105, 60, 0.7, 0)], [(90, 10, 110, 60, 0.9, 0)]]  # IoU 15 / 25 = 0.6
+    assert _merge_photo(windows, dets, (100, 200)) == [(90, 10, 110, 60, 0.9, 0, 1)]
+    assert _merge_photo(windows, dets, (100, 200), nms_thresh=0.7) == [
+        (90, 10, 110, 60, 0.9, 0, 1),
+        (85, 10, 105, 60, 0.7, 0, 0),
+    ]
+
+
+def test_one_tile_keeps_its_detections_in_score_order_without_nms():
+    # A single pass: the model's own NMS already ran; overlapping boxes of equal score keep
+    # their order.
+    window = [(0, 0, 100, 100)]
+    dets = [[(10, 10, 50, 50, 0.5, 0), (11, 10, 51, 50, 0.9, 0), (10, 11, 50, 51, 0.5, 0)]]
+    assert _merge_photo(window, dets, (100, 100)) == [
+        (11, 10, 51, 50, 0.9, 0, 1),
+        (10, 10, 50, 50, 0.5, 0, 0),
+        (10, 11, 50, 51, 0.5, 0, 2),
+    ]
+
+
+def test_a_product_seen_whole_twice_and_cut_once_comes_out_once():
+    # Three tiles in a row over 100x300, overlaps 40 px: x 0-120, 80-220, 180-300. A product at
+    # x 90-115 lies whole in tiles 0 and 1 (tile 2 does not reach it): NMS keeps the better. A
+    # second product, x 100-140, is cut by tile 0's edge at 120 and whole in tile 1: the piece
+    # goes, though it scores higher.
+    windows = [(0, 0, 120, 100), (80, 0, 220, 100), (180, 0, 300, 100)]
+    dets = [
+        [(90, 10, 115, 60, 0.6, 0), (100, 70, 120, 95, 0.5, 0)],
+        [(91, 10, 116, 60, 0.8, 0), (100, 70, 140, 95, 0.4, 0)],
+        [],
+    ]
+    assert _merge_photo(windows, dets, (100, 300)) == [
+        (91, 10, 116, 60, 0.8, 0, 2),
+        (100, 70, 140, 95, 0.4, 0, 3),
+    ]
