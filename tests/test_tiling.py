@@ -241,3 +241,38 @@ def test_a_product_seen_whole_twice_and_cut_once_comes_out_once():
         (91, 10, 116, 60, 0.8, 0, 2),
         (100, 70, 140, 95, 0.4, 0, 3),
     ]
+
+
+def test_cut_margin_includes_its_boundary():
+    # Tile 1's box starts exactly the margin (2 px) inside its inner edge at y = 80: a piece,
+    # fused with the top tile's piece; 2.5 px inside it is whole, and stands alone.
+    for top, fused in ((82.0, True), (82.5, False)):
+        out = _merge_photo(
+            STACKED, [[(10, 60, 40, 120, 0.6, 0)], [(10, top, 40, 150, 0.9, 0)]], (200, 100)
+        )
+        assert out == ([(10, 60, 40, 150, 0.9, 0, 1)] if fused else [(10, top, 40, 150, 0.9, 0, 1)])
+
+
+@pytest.mark.parametrize("side", ["left", "top", "right", "bottom"])
+def test_boxes_at_any_photo_border_are_whole(side):
+    # A 2x2 grid over 200x200, tiles of 120: a product on the photo's border inside the overlap
+    # of the two tiles along that border, seen whole by both, slightly apart. Neither box is a
+    # piece, so NMS keeps the better one rather than fusing the two into their union.
+    windows = fixed_tile_grid((200, 200), (120, 120), (40, 40)).windows
+    a, b = (0, 90, 30, 110), (0, 91, 30, 111)  # on the left border, across the rows' overlap
+    turn = {
+        "left": lambda x1, y1, x2, y2: (x1, y1, x2, y2),
+        "top": lambda x1, y1, x2, y2: (y1, x1, y2, x2),
+        "right": lambda x1, y1, x2, y2: (200 - x2, y1, 200 - x1, y2),
+        "bottom": lambda x1, y1, x2, y2: (y1, 200 - x2, y2, 200 - x1),
+    }[side]
+    a, b = turn(*a), turn(*b)
+    def holds(w, box):
+        return box[0] >= w[0] and box[1] >= w[1] and box[2] <= w[2] and box[3] <= w[3]
+
+    both = [t for t, w in enumerate(windows) if holds(w, a) and holds(w, b)]
+    assert len(both) == 2  # the two tiles along that border
+    per_tile = [[] for _ in windows]
+    per_tile[both[0]], per_tile[both[1]] = [(*a, 0.6, 0)], [(*b, 0.9, 0)]
+    out = _merge_photo(windows, per_tile, (200, 200))
+    assert [o[:5] for o in out] == [(*map(float, b), 0.9)]
