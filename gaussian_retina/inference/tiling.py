@@ -206,42 +206,16 @@ def merge_tile_detections(
         if isinstance(edge_margin, (int, float))
         else [float(m) for m in edge_margin]
     )
-    all_boxes, all_tile, all_cut = [], [], []
-    for t, b in enumerate(boxes):
-        x0, y0, x1, y1 = windows[t]
-        b = b.float().reshape(-1, 4) + torch.tensor([x0, y0, x0, y0], dtype=torch.float32)
-        m = margins[t]
-        # Which of this tile's edges lie inside the photo (a cut there is the tile's, not real).
-        inner = torch.tensor([x0 > 0, y0 > 0, x1 < W, y1 < H])
-        near = torch.stack(
-            [b[:, 0] <= x0 + m, b[:, 1] <= y0 + m, b[:, 2] >= x1 - m, b[:, 3] >= y1 - m], dim=1
-        )
-        all_boxes.append(b)
-        all_tile.append(torch.full((len(b),), t, dtype=torch.long))
-        all_cut.append((near & inner).any(dim=1))
-    b = torch.cat(all_boxes) if all_boxes else torch.zeros(0, 4)
+    b, tile, cut = _boxes_in_photo(boxes, windows, margins, image_size)
     s = torch.cat([x.float() for x in scores]) if len(scores) else torch.zeros(0)
     c = torch.cat(list(classes)) if len(classes) else torch.zeros(0, dtype=torch.long)
-    tile = torch.cat(all_tile) if all_tile else torch.zeros(0, dtype=torch.long)
-    cut = torch.cat(all_cut) if all_cut else torch.zeros(0, dtype=torch.bool)
     ex = torch.cat(list(extra)) if extra is not None and len(extra) else None
 
     keep = torch.ones(len(b), dtype=torch.bool)
     if len(windows) > 1 and cut.any():
-        b, s = b.clone(), s.clone()
         win = torch.tensor(windows, dtype=torch.float32).reshape(-1, 4)
         groups = _same_product_groups(b, c, tile, cut, win, seam_iou)
-        for members in groups:
-            members = torch.tensor(members)
-            whole = members[~cut[members]]
-            keep[members] = False
-            if len(whole):
-                keep[whole] = True  # the tiles that saw it whole stand for it; NMS picks one
-                continue
-            best = members[s[members].argmax()]
-            b[best, :2] = b[members, :2].min(dim=0).values
-            b[best, 2:] = b[members, 2:].max(dim=0).values
-            keep[best] = True
+        b, keep = _one_box_per_product(b, s, cut, groups)
 
     b, s, c = b[keep], s[keep], c[keep]
     ex = ex[keep] if ex is not None else None
@@ -256,6 +230,53 @@ def merge_tile_detections(
     if max_detections is not None:
         order = order[:max_detections]
     return b[order], s[order], c[order], (ex[order] if ex is not None else None)
+
+
+def _boxes_in_photo(boxes, windows, margins, image_size):
+    """
+    Step 1 of :func:`merge_tile_detections`: every tile's boxes in photo pixels (N, 4), the tile
+    of each (N,), and whether each is a piece (N,): within its tile's margin of an edge of the
+    tile that lies inside the photo.
+    """
+    H, W = image_size
+    all_boxes, all_tile, all_cut = [], [], []
+    for t, b in enumerate(boxes):
+        x0, y0, x1, y1 = windows[t]
+        b = b.float().reshape(-1, 4) + torch.tensor([x0, y0, x0, y0], dtype=torch.float32)
+        m = margins[t]
+        # Which of this tile's edges lie inside the photo (a cut there is the tile's, not real).
+        inner = torch.tensor([x0 > 0, y0 > 0, x1 < W, y1 < H])
+        near = torch.stack(
+            [b[:, 0] <= x0 + m, b[:, 1] <= y0 + m, b[:, 2] >= x1 - m, b[:, 3] >= y1 - m], dim=1
+        )
+        all_boxes.append(b)
+        all_tile.append(torch.full((len(b),), t, dtype=torch.long))
+        all_cut.append((near & inner).any(dim=1))
+    if not all_boxes:
+        return torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.bool)
+    return torch.cat(all_boxes), torch.cat(all_tile), torch.cat(all_cut)
+
+
+def _one_box_per_product(boxes, scores, cut, groups):
+    """
+    Step 2 of :func:`merge_tile_detections`: for each same-product group, the boxes some tile
+    saw whole stand for it (NMS later picks one), or, for a group of pieces only, the best
+    piece grown to the union of the group. Returns the boxes (a copy) and which to keep.
+    """
+    boxes = boxes.clone()
+    keep = torch.ones(len(boxes), dtype=torch.bool)
+    for members in groups:
+        members = torch.tensor(members)
+        whole = members[~cut[members]]
+        keep[members] = False
+        if len(whole):
+            keep[whole] = True
+            continue
+        best = members[scores[members].argmax()]
+        boxes[best, :2] = boxes[members, :2].min(dim=0).values
+        boxes[best, 2:] = boxes[members, 2:].max(dim=0).values
+        keep[best] = True
+    return boxes, keep
 
 
 def _same_product_groups(boxes, classes, tile, cut, windows, seam_iou) -> List[List[int]]:
