@@ -217,37 +217,22 @@ def run_prediction(
     )
     for g in range(0, len(todo), predictor.batch_size):
         t0 = time.perf_counter()
-        group, images = [], []
-        for f, (name, image_name) in todo[g : g + predictor.batch_size]:
-            try:
-                images.append(
-                    read_shelf_image({"file_name": f, "apply_exif": apply_exif}, input_format)
-                )
-                group.append((f, name, image_name))
-            except (BadImageError, OSError) as e:
-                logger.warning(f"skipped, unreadable: {e}")  # the message names the file
+        group, images = _read_photos(todo[g : g + predictor.batch_size], apply_exif, input_format)
+        for f, (name, image_name), error in group:
+            if error is not None:
+                logger.warning(f"skipped, unreadable: {error}")  # the message names the file
                 outputs.add_photo(
-                    {"name": name, "image_name": image_name, "file": f, "skipped": str(e)}
+                    {"name": name, "image_name": image_name, "file": f, "skipped": str(error)}
                 )
                 bar.update(1)
+        group = [(f, name, image_name) for f, (name, image_name), error in group if error is None]
         preds = predictor(images) if images else []
         seconds = round((time.perf_counter() - t0) / max(len(group), 1), 3)  # shared by a batch
         for (f, name, image_name), image, pred in zip(group, images, preds):
             shown = pred.scores >= conf
             if overlay:
                 rgb = image[:, :, ::-1] if input_format == "BGR" else image
-                path = Path(output_dir) / "overlays" / f"{name}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                save_png(
-                    draw_overlay(
-                        np.ascontiguousarray(rgb),
-                        pred.boxes[pred.scores >= thr],
-                        pred.gaussian_map,
-                        overlay_max_side,
-                    ),
-                    path,
-                    max_bytes=500_000,
-                )
+                _write_overlay(rgb, pred, thr, Path(output_dir) / "overlays" / f"{name}.png", overlay_max_side)
             counts = photo_counts(pred, thr, peak_thr, template_size, sigma)
             outputs.add_photo(
                 {
@@ -269,3 +254,27 @@ def run_prediction(
         outputs.checkpoint(all_names, summary_info)
     bar.close()
     return outputs.finish(all_names, summary_info)
+
+
+def _read_photos(todo, apply_exif: bool, input_format: str):
+    """
+    Reads a batch of (file, (name, image name)): per photo (file, names, the error or None),
+    and the images read, in order.
+    """
+    group, images = [], []
+    for f, names in todo:
+        try:
+            images.append(read_shelf_image({"file_name": f, "apply_exif": apply_exif}, input_format))
+            group.append((f, names, None))
+        except (BadImageError, OSError) as e:
+            group.append((f, names, e))
+    return group, images
+
+
+def _write_overlay(rgb, pred, threshold: float, path: Path, max_side: int) -> None:
+    """The photo's boxes scoring at least ``threshold`` beside its Gaussian map, as a PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    overlay = draw_overlay(
+        np.ascontiguousarray(rgb), pred.boxes[pred.scores >= threshold], pred.gaussian_map, max_side
+    )
+    save_png(overlay, path, max_bytes=500_000)
