@@ -58,6 +58,7 @@ def test_coco_boxes_ids_sizes_and_crowd_flags(tmp_path):
     assert table.box_src.tolist() == [0, 0, 0, 0]
     assert table.iscrowd.tolist() == [1, 0, 0, 1]
     assert table.sources == [path] and table.unit == "annotation index"
+    _assert_dtypes(table)
 
 
 def test_coco_without_annotations_or_images(tmp_path):
@@ -68,6 +69,20 @@ def test_coco_without_annotations_or_images(tmp_path):
     table, report, _ = _coco(tmp_path, {"images": [], "annotations": []})
     assert table.image_names == [] and table.image_hw.shape == (0, 2)
     assert table.boxes.shape == (0, 4)
+    _assert_dtypes(table)
+    table, _, _ = _coco(tmp_path, {"images": [{"id": 2, "file_name": "a.jpg", "height": 4,
+                                               "width": 6}]})
+    assert table.image_hw.tolist() == [[4, 6]]
+    _assert_dtypes(table)
+
+
+def _assert_dtypes(table):
+    """The columns' types as BoxTable documents them, whatever the json holds."""
+    assert table.image_ids.dtype == np.int64 and table.image_hw.dtype == np.float64
+    assert table.box_image.dtype == np.int64 and table.boxes.dtype == np.float64
+    assert table.box_loc.dtype == np.int64 and table.box_src.dtype == np.int64
+    if table.iscrowd is not None:
+        assert table.iscrowd.dtype == np.int64
 
 
 def test_coco_malformed_image_entries(tmp_path):
@@ -164,6 +179,18 @@ def test_coco_long_values_are_cut_in_the_details(tmp_path):
     ]
 
 
+def test_coco_json_with_a_byte_order_mark_or_in_utf16(tmp_path):
+    text = json.dumps({"images": [{"id": 4, "file_name": "caf\u00e9.jpg"}],
+                       "annotations": [{"image_id": 4, "bbox": [1, 2, 3, 4]}]})
+    for name, data in (("bom.json", b"\xef\xbb\xbf" + text.encode()),
+                       ("utf16.json", text.encode("utf-16"))):
+        path = tmp_path / name
+        path.write_bytes(data)
+        table = parse_coco_json(str(path), _report(path))
+        assert table.image_names == ["caf\u00e9.jpg"]
+        assert table.boxes.tolist() == [[1, 2, 4, 6]]
+
+
 def test_coco_files_that_are_not_coco(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"^Annotation file not found: .*nope\.json$"):
         parse_coco_json(str(tmp_path / "nope.json"), _report(tmp_path))
@@ -235,6 +262,7 @@ def test_yolo_boxes_are_scaled_to_each_image(tmp_path):
                              str(labels / "sub" / "c.txt")]
     assert table.box_src.tolist() == [0, 0, 1, 2]
     assert table.unit == "line"
+    _assert_dtypes(table)
 
 
 def test_yolo_sizes_follow_the_exif_orientation_unless_told_not_to(tmp_path):
@@ -258,6 +286,7 @@ def test_yolo_without_any_label_file(tmp_path):
     assert table.image_names == ["a.jpg", "b.PNG", "d.jpg", "sub/c.jpeg"]
     assert table.boxes.shape == (0, 4) and table.box_image.tolist() == []
     assert np.isnan(table.image_hw).all()
+    _assert_dtypes(table)
 
 
 def test_yolo_malformed_rows_missing_and_unreadable_images(tmp_path):
@@ -272,8 +301,10 @@ def test_yolo_malformed_rows_missing_and_unreadable_images(tmp_path):
         "0 0.5 1e999 0.5 0.25\n"
         + "0 0.5 0.5 0.5 " + "7" * 80 + "x\n"
         "1 0.25 0.25 0.5 0.5\n")
+    with open(labels / "a.txt", "ab") as f:
+        f.write(b"0 0.5 \xff 0.5 0.25\n")
     (labels / "zz.txt").write_text("\n0 0.5 0.5 0.1 0.1\n0 0.5 0.5 0.1 0.1\n")
-    (labels / "broken.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    (labels / "broken.txt").write_text("0 0.5 0.5 0.1 0.1\n0 0.5 0.5 0.2 0.2\n")
     (labels / "sub").mkdir()
     (labels / "sub" / "classes.txt").write_text("0 0.5 0.5 0.5 0.5\n")  # a label file here
     report = _report(labels)
@@ -286,21 +317,26 @@ def test_yolo_malformed_rows_missing_and_unreadable_images(tmp_path):
     assert table.box_src.tolist() == [0, 0]
     a, zz = str(labels / "a.txt"), str(labels / "zz.txt")
     problems = [(p.file, p.location, p.reason, p.detail) for p in report.problems()]
-    assert problems[:6] == [
+    assert problems[:7] == [
         (a, "line 2", "wrong column count", "4 fields, expected 5 (class cx cy w h)"),
         (a, "line 3", "wrong column count", "6 fields, expected 5 (class cx cy w h)"),
         (a, "line 4", "non-numeric field", "0 0.5 nan 0.5 0.25"),
         (a, "line 5", "non-numeric field", "0 0.5 0x1 0.5 0.25"),
         (a, "line 6", "non-numeric field", "0 0.5 1e999 0.5 0.25"),
         (a, "line 7", "non-numeric field", ("0 0.5 0.5 0.5 " + "7" * 80)[:60]),
+        (a, "line 9", "non-numeric field", "0 0.5 \\xff 0.5 0.25"),
     ]
-    broken = problems[6]
-    assert broken[:3] == (str(labels / "broken.txt"), "line 1", "unreadable image")
-    assert broken[3].startswith(f"{images / 'broken.jpg'}: not a readable image")
+    broken = str(labels / "broken.txt")
+    assert [p[:3] for p in problems[7:9]] == [(broken, "line 1", "unreadable image"),
+                                             (broken, "line 2", "unreadable image")]
+    message = problems[7][3]
+    assert message.startswith(f"{images / 'broken.jpg'}: not a readable image")
+    assert problems[8][3] == message
+    assert f"{broken}, lines 1-2 (2 rows): unreadable image ({message})" in report.quoted()
     missing = f"no image sub/classes.* in {images}"
-    assert problems[7] == (str(labels / "sub" / "classes.txt"), "line 1",
+    assert problems[9] == (str(labels / "sub" / "classes.txt"), "line 1",
                            "image named but missing", missing)
-    assert problems[8:] == [
+    assert problems[10:] == [
         (zz, "line 2", "image named but missing", f"no image zz.* in {images}"),
         (zz, "line 3", "image named but missing", f"no image zz.* in {images}"),
     ]
@@ -315,6 +351,7 @@ def test_yolo_image_folder_absent_or_label_folder_absent(tmp_path):
     report = _report(labels)
     table = parse_yolo_labels(str(labels), str(tmp_path / "no_images"), report)
     assert table.image_names == [] and table.boxes.shape == (0, 4)
+    _assert_dtypes(table)
     assert [(p.location, p.reason) for p in report.problems()] == [
         ("line 1", "image named but missing")]
     with pytest.raises(FileNotFoundError, match=r"^YOLO label folder not found: .*nope$"):
