@@ -255,3 +255,36 @@ def test_table_to_dicts_orders_images_by_id_and_groups_their_boxes(tmp_path):
         [([5, 6, 7, 8], 1), ([1.5, 2.5, 3.5, 4.5], 0)],
         [],
     ]
+
+
+def test_many_rows_keep_their_file_order_within_each_image(root):
+    rng = np.random.default_rng(0)
+    image_of_row = rng.integers(0, 7, size=600)
+    rows = [(int(i), [1, 1, 2 + r % 7, 2 + r % 5]) for r, i in enumerate(image_of_row)]
+    names = ["a.jpg", "x1.jpg", "c.png", "x2.jpg", "b.jpg", "x3.jpg", "e.jpg"]
+    table = _table(names, np.full((7, 2), np.nan), rows)
+    dicts = table_to_dicts(table, "r", apply_exif=True)
+    for i, d in enumerate(dicts):
+        expected = [rows[r][1] for r in np.flatnonzero(image_of_row == i)]
+        assert [a["bbox"] for a in d["annotations"]] == expected
+    report = InputReport("t", "ann.csv")
+    clean_table(table, str(root), report, apply_exif=True)
+    missing = [p for p in report.problems() if p.reason == "image named but missing"]
+    expected = [f"line {r + 1}" for i in (1, 3, 5) for r in np.flatnonzero(image_of_row == i)]
+    assert [p.location for p in missing] == expected
+    assert table.image_names == ["a.jpg", "c.png", "b.jpg", "e.jpg"]
+
+
+def test_table_to_dicts_leaves_the_garbage_collector_as_it_found_it():
+    import gc
+
+    table = _table(["a.jpg"], [[4, 4]], [(0, [0, 0, 1, 1])])
+    assert gc.isenabled()
+    table_to_dicts(table, "r", apply_exif=True)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        table_to_dicts(table, "r", apply_exif=True)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
