@@ -19,6 +19,21 @@ from gaussian_retina.shelves.bad_input import (
 LOGGER = "gaussian_retina.shelves.bad_input"
 
 
+@pytest.fixture
+def caplog(caplog):
+    """caplog on the package's logger itself, whether or not it propagates to the root
+    (Detectron2's setup_logger, run by other tests, stops it); propagation is off inside, so
+    each record is seen once either way."""
+    logger = logging.getLogger("gaussian_retina")
+    logger.addHandler(caplog.handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.propagate = propagate
+
+
 def test_policies():
     assert BAD_INPUT_POLICIES == ("error", "skip")
     assert check_bad_input_policy("error") == "error"

@@ -389,8 +389,16 @@ def test_read_box_csv_raises_on_a_bad_row_and_logs_what_it_kept(tmp_path, caplog
 
     good = tmp_path / "good.csv"
     good.write_text("a.jpg,1,2,3,4,o,6,5\nb.jpg,1,2,3,4,o,6,5\na.jpg,1,1,2,2,o,6,5\n")
-    with caplog.at_level(logging.INFO, logger="gaussian_retina.shelves.bad_input"):
-        table = read_box_csv(str(good))
+    # On the logger itself: Detectron2's setup_logger (run by other tests) stops it propagating.
+    logger = logging.getLogger("gaussian_retina")
+    logger.addHandler(caplog.handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        with caplog.at_level(logging.INFO, logger="gaussian_retina.shelves.bad_input"):
+            table = read_box_csv(str(good))
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.propagate = propagate
     assert table.box_loc.tolist() == [1, 2, 3]
     assert f"Dataset 'good.csv' ({good}): kept 2 images, 3 boxes; dropped 0 rows" in caplog.text
     bad = tmp_path / "bad.csv"
