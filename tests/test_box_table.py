@@ -288,3 +288,30 @@ def test_table_to_dicts_leaves_the_garbage_collector_as_it_found_it():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_crowd_flags_in_the_dicts_and_entry_locations_in_the_problems(root):
+    table = _table(["a.jpg", "c.png"], [[40, 60], [32, 32]],
+                   [(0, [1, 1, 5, 5]), (1, [3, 3, 1, 9]), (1, [2, 2, 4, 4])],
+                   sources=("one.json", "two.json"), iscrowd=[1, 0, 0])
+    table.unit = "annotation index"
+    table.box_loc = np.asarray([7, 3, 12])
+    table.box_src = np.asarray([0, 1, 0])
+    report = InputReport("t", "coco")
+    clean_table(table, str(root), report, apply_exif=False)
+    assert _problems(report) == [
+        ("two.json", "annotation index 3", "x2 <= x1 or y2 <= y1", "box [3, 3, 1, 9]")]
+    mode = BoxMode.XYXY_ABS
+    assert [d["annotations"] for d in table_to_dicts(table, "r", apply_exif=False)] == [
+        [{"bbox": [1, 1, 5, 5], "bbox_mode": mode, "category_id": 0, "iscrowd": 1}],
+        [{"bbox": [2, 2, 4, 4], "bbox_mode": mode, "category_id": 0, "iscrowd": 0}],
+    ]
+
+
+def test_an_empty_table_stays_empty(root):
+    table = _table([], np.zeros((0, 2)), [])
+    report = InputReport("t", "ann.csv")
+    clean_table(table, str(root), report, apply_exif=True)
+    assert table.num_images == 0 and table.num_boxes == 0 and report.problems() == []
+    assert (report.kept_images, report.kept_boxes, report.background_images) == (0, 0, 0)
+    assert table_to_dicts(table, "r", apply_exif=True) == []
