@@ -315,3 +315,13 @@ def test_an_empty_table_stays_empty(root):
     assert table.num_images == 0 and table.num_boxes == 0 and report.problems() == []
     assert (report.kept_images, report.kept_boxes, report.background_images) == (0, 0, 0)
     assert table_to_dicts(table, "r", apply_exif=True) == []
+
+
+def test_a_tall_image_clips_each_side_to_its_own_extent(root):
+    # sub/d.jpg is 10 wide, 20 high.
+    rows = [(0, [2, 15, 5, 18]), (0, [-3, 12, 15, 25]), (0, [8, -2, 12, 11])]
+    report = InputReport("t", "ann.csv")
+    table = clean_table(_table(["sub/d.jpg"], [[20, 10]], rows), str(root), report,
+                        apply_exif=True)
+    assert table.boxes.tolist() == [[2, 15, 5, 18], [0, 12, 10, 20], [8, 0, 10, 11]]
+    assert report.clipped == 2
