@@ -114,3 +114,83 @@ def test_odd_image_sizes_at_stride_2(size):
     m = render_gaussian_map([[0, 0, w, h]], size)
     assert m.shape == ((h + 1) // 2, (w + 1) // 2)
     assert m.dtype == np.float32
+
+
+def _cv2_reference(renderer, box, image_size):
+    """cv2.warpPerspective of the renderer's template into one box, on the renderer's map."""
+    s, t = renderer.stride, renderer.template_size
+    shape = (-(-image_size[0] // s), -(-image_size[1] // s))
+    x1, y1, x2, y2 = np.asarray(box, dtype=np.float64) / s
+    src = np.float32([[-0.5, -0.5], [t - 0.5, -0.5], [t - 0.5, t - 0.5], [-0.5, t - 0.5]])
+    dst = np.float32([[x1, y1], [x2, y1], [x2, y2], [x1, y2]]) - 0.5
+    homography = cv2.getPerspectiveTransform(src, dst)
+    return cv2.warpPerspective(renderer.template.astype(np.float32), homography, shape[::-1])
+
+
+@pytest.mark.parametrize("stride, template_size, sigma, box, size", [
+    (1, 60, 20.0, [5.0, 7.0, 45.0, 67.0], (80, 50)),
+    (4, 31, 9.0, [10.0, 6.0, 150.0, 98.0], (101, 163)),
+    (3, 5, 1.5, [0.0, 0.0, 30.0, 24.0], (30, 31)),
+])
+def test_other_strides_templates_and_widths_match_cv2(stride, template_size, sigma, box, size):
+    renderer = GaussianMapRenderer(stride=stride, template_size=template_size, sigma=sigma)
+    m = renderer([box], size)
+    ref = _cv2_reference(renderer, box, size)
+    assert m.shape == ref.shape == (-(-size[0] // stride), -(-size[1] // stride))
+    inside = ref > 0.02
+    assert inside.sum() > 20
+    np.testing.assert_allclose(m[inside], ref[inside], atol=1e-5)
+    np.testing.assert_array_equal(m, render_gaussian_map([box], size, stride=stride,
+                                                         template_size=template_size, sigma=sigma))
+
+
+def test_template_is_the_formula_at_pixel_centres():
+    renderer = GaussianMapRenderer(template_size=7, sigma=3.0)
+    d = np.arange(7) + 0.5 - 3.5
+    profile = np.array([_formula(v, 3.0) for v in d])
+    np.testing.assert_allclose(renderer.profile, profile, rtol=1e-12)
+    np.testing.assert_allclose(renderer.template, np.outer(profile, profile), rtol=1e-12)
+    assert renderer.template.shape == (7, 7)
+    assert (renderer.stride, renderer.template_size, renderer.sigma) == (2, 7, 3.0)
+    assert GaussianMapRenderer().profile.shape == (120,)
+    assert GaussianMapRenderer().sigma == 40.0 and GaussianMapRenderer().accumulate == "sum"
+
+
+@pytest.mark.parametrize("kwargs, shown", [
+    ({"stride": 0}, "0, 120, 40.0"),
+    ({"template_size": 1}, "2, 1, 40.0"),
+    ({"sigma": 0.0}, "2, 120, 0.0"),
+    ({"sigma": -1.0}, "2, 120, -1.0"),
+])
+def test_invalid_renderer_arguments(kwargs, shown):
+    with pytest.raises(ValueError) as e:
+        GaussianMapRenderer(**kwargs)
+    assert str(e.value) == f"need stride >= 1, template_size >= 2, sigma > 0; got {shown}"
+    with pytest.raises(ValueError) as e:
+        GaussianMapRenderer(accumulate="Sum")
+    assert str(e.value) == "accumulate must be 'sum' or 'max', got 'Sum'"
+    GaussianMapRenderer(stride=1, template_size=2, sigma=1e-3)  # the smallest allowed
+
+
+def test_a_box_whose_map_window_is_one_pixel():
+    # Map pixel 3 (centre 3.5) is the only centre inside [3.2, 3.8) x [3.2, 3.8) at stride 1.
+    renderer = GaussianMapRenderer(stride=1, template_size=4, sigma=2.0)
+    m = renderer([[3.2, 3.2, 3.8, 3.8]], (6, 6))
+    expected = np.zeros((6, 6), np.float32)
+    # Template index of centre 3.5: (3.5 - 3.2) * 4 / 0.6 - 0.5 = 1.5, midway between
+    # profile[1] and profile[2], which are equal: G(0.5).
+    expected[3, 3] = _formula(0.5, 2.0) ** 2
+    np.testing.assert_allclose(m, expected, rtol=1e-6)
+    # No centre inside: nothing drawn, though the box has an area.
+    assert renderer([[3.6, 3.6, 3.9, 3.9]], (6, 6)).max() == 0
+
+
+def test_boxes_off_the_map_on_one_axis_draw_nothing_and_leave_the_others():
+    box = [8.0, 8.0, 40.0, 40.0]
+    alone = render_gaussian_map([box], (48, 48))
+    others = [[-30.0, 8.0, -2.0, 40.0], [8.0, 60.0, 40.0, 90.0], [50.0, 50.0, 70.0, 70.0]]
+    for accumulate in ("sum", "max"):
+        m = render_gaussian_map(others + [box], (48, 48), accumulate=accumulate)
+        np.testing.assert_array_equal(m, alone)
+    empty = render_gaussian_map(others, (48, 48))
+    assert empty.shape == (24, 24) and empty.dtype == np.float32 and empty.max() == 0

@@ -113,3 +113,124 @@ def test_real_stale_exif_photos_read_as_stored():
     assert read_shelf_image({**record, "apply_exif": False}, "BGR").shape == (3192, 2432, 3)
     with pytest.raises(BadImageError, match="swapped"):
         read_shelf_image(record, "BGR")  # applying the tag is caught, not silent
+
+
+def test_exif_orientation_of_absent_zero_and_unreadable_tags(tmp_path):
+    from gaussian_retina.data.image_reader import exif_orientation
+
+    with Image.open(_jpeg_with_orientation(tmp_path / "six.jpg", 6)) as im:
+        assert exif_orientation(im) == 6
+    with Image.open(_jpeg_with_orientation(tmp_path / "zero.jpg", 0)) as im:
+        assert exif_orientation(im) == 1
+    Image.fromarray(_pattern()).save(tmp_path / "plain.jpg")
+    with Image.open(tmp_path / "plain.jpg") as im:
+        assert exif_orientation(im) == 1
+
+    class Broken:
+        def getexif(self):
+            raise SyntaxError("bad EXIF block")
+
+    assert exif_orientation(Broken()) == 1
+
+
+@pytest.mark.parametrize("reduction", [1, 2, 4, 8])
+def test_reduced_jpeg_decoding_and_its_size_check(tmp_path, reduction):
+    path = tmp_path / "big.jpg"
+    Image.fromarray(_pattern(50, 70)).save(path, quality=95)
+    flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+             8: cv2.IMREAD_REDUCED_COLOR_8}[reduction]
+    reference = cv2.imread(str(path), flags)
+    assert reference.shape[:2] == (-(-50 // reduction), -(-70 // reduction))
+    d = {"file_name": str(path), "height": 50, "width": 70}
+    np.testing.assert_array_equal(read_shelf_image(d, "BGR", reduction), reference)
+    np.testing.assert_array_equal(read_shelf_image(d, "RGB", reduction), reference[:, :, ::-1])
+    # Only JPEG in BGR or RGB is reduced; the record's size is checked at full size otherwise.
+    assert read_shelf_image(d, "L", reduction).shape == (50, 70, 1)
+    png = tmp_path / "big.png"
+    Image.fromarray(_pattern(50, 70)).save(png)
+    assert read_shelf_image({**d, "file_name": str(png)}, "BGR", reduction).shape == (50, 70, 3)
+    if reduction > 1:
+        with pytest.raises(BadImageError, match=r"decodes to .* the annotations record "
+                                                rf"{-(-78 // reduction)}x{-(-50 // reduction)}"):
+            read_shelf_image({**d, "width": 78}, "BGR", reduction)
+
+
+def test_reduced_decoding_follows_the_exif_choice(tmp_path):
+    path = str(_jpeg_with_orientation(tmp_path / "turned.jpg", 6))
+    stored = read_shelf_image({"file_name": path, "apply_exif": False}, "BGR", 2)
+    assert stored.shape == (24, 32, 3)
+    np.testing.assert_array_equal(
+        stored, cv2.imread(path, cv2.IMREAD_REDUCED_COLOR_2 | cv2.IMREAD_IGNORE_ORIENTATION))
+    turned = read_shelf_image({"file_name": path, "height": 64, "width": 48}, "BGR", 2)
+    assert turned.shape == (32, 24, 3)
+    with pytest.raises(BadImageError, match=r"16x12 \(WxH, EXIF orientation ignored\), the "
+                                            r"annotations record 12x16; height and width are "
+                                            r"swapped"):
+        read_shelf_image({"file_name": path, "apply_exif": False, "height": 64, "width": 48},
+                         "BGR", 4)
+
+
+def test_a_reduction_other_than_a_power_of_two_up_to_8_is_refused(png):
+    for reduction in (0, 3, 16):
+        with pytest.raises(ValueError, match=f"^reduction must be 1, 2, 4 or 8, got {reduction}$"):
+            read_shelf_image({"file_name": str(png)}, "BGR", reduction)
+
+
+def test_a_format_opencv_lacks_is_decoded_by_pil(tmp_path):
+    path = tmp_path / "shelf.gif"
+    Image.fromarray(_pattern()).convert("P").save(path)
+    expected = np.asarray(Image.open(path).convert("RGB"))
+    d = {"file_name": str(path), "height": 48, "width": 64}
+    np.testing.assert_array_equal(read_shelf_image(d, "RGB"), expected)
+    np.testing.assert_array_equal(read_shelf_image(d, "BGR", 4), expected[:, :, ::-1])
+
+
+def test_the_size_message_names_the_exif_choice(png):
+    with pytest.raises(BadImageError) as e:
+        read_shelf_image({"file_name": str(png), "height": 40, "width": 64, "apply_exif": False},
+                         "RGB")
+    assert str(e.value) == (
+        f"{png}: image size disagrees with its annotations: the file decodes to 64x48 (WxH, "
+        "EXIF orientation ignored), the annotations record 64x40")
+    with pytest.raises(BadImageError) as e:
+        read_shelf_image({"file_name": str(png), "height": 64, "width": 48}, "L")
+    assert str(e.value) == (
+        f"{png}: image size disagrees with its annotations: the file decodes to 64x48 (WxH, "
+        "EXIF orientation applied), the annotations record 48x64; height and width are "
+        "swapped, which is what a stale or missing EXIF orientation tag does: check the "
+        "record's 'apply_exif'")
+    # Only a record with both sides is checked.
+    assert read_shelf_image({"file_name": str(png), "height": 5}, "BGR").shape == (48, 64, 3)
+    assert read_shelf_image({"file_name": str(png), "width": 5}, "BGR").shape == (48, 64, 3)
+
+
+def test_unreadable_paths(tmp_path):
+    with pytest.raises(BadImageError, match=r"^.*folder: cannot read image file \("):
+        (tmp_path / "folder").mkdir()
+        read_shelf_image({"file_name": str(tmp_path / "folder")}, "BGR")
+    with pytest.raises(BadImageError, match=r"^.*nope\.png: image file is missing$"):
+        read_image_size(str(tmp_path / "nope.png"))
+
+
+def test_read_image_size_checks_completeness_only_when_asked(tmp_path, png):
+    full = tmp_path / "full.jpg"
+    Image.fromarray(_pattern(480, 640)).save(full, quality=95)
+    data = full.read_bytes()
+    cut_jpeg, cut_png = tmp_path / "cut.jpg", tmp_path / "cut.png"
+    cut_jpeg.write_bytes(data[: len(data) // 2])
+    cut_png.write_bytes(png.read_bytes()[:-30])
+    assert read_image_size(str(cut_jpeg)) == (480, 640)
+    assert read_image_size(str(cut_png)) == (48, 64)
+    with pytest.raises(BadImageError, match=r"cut\.jpg: truncated JPEG \(no end-of-image marker\)"):
+        read_image_size(str(cut_jpeg), check_complete=True)
+    with pytest.raises(BadImageError, match=r"cut\.png: truncated PNG \(no IEND chunk\)"):
+        read_image_size(str(cut_png), check_complete=True)
+    # Padding after the end marker, short or long, is not a cut.
+    for pad in (b"\0" * 10, b"\0" * 500):
+        padded = tmp_path / f"padded{len(pad)}.jpg"
+        padded.write_bytes(data + pad)
+        assert read_image_size(str(padded), check_complete=True) == (480, 640)
+        padded_png = tmp_path / f"padded{len(pad)}.png"
+        padded_png.write_bytes(png.read_bytes() + pad)
+        assert read_image_size(str(padded_png), check_complete=True) == (48, 64)
+    assert read_image_size(str(full), check_complete=True) == (480, 640)
