@@ -276,3 +276,114 @@ def test_boxes_at_any_photo_border_are_whole(side):
     per_tile[both[0]], per_tile[both[1]] = [(*a, 0.6, 0)], [(*b, 0.9, 0)]
     out = _merge_photo(windows, per_tile, (200, 200))
     assert [o[:5] for o in out] == [(*map(float, b), 0.9)]
+
+
+def test_single_pass_scale_of_a_square_photo_is_its_short_side():
+    assert single_pass_scale((1000, 1000), (192, 256)) == pytest.approx(0.192)
+
+
+def test_auto_grid_of_one_pass_knows_the_photo():
+    one = auto_tile_grid((3000, 4000), input_size=(192, 256), product_side=None, train_product_side=17.6)
+    assert one.image_size == (3000, 4000) and one.num_tiles == 1
+
+
+def test_fixed_grid_overlaps_each_axis_by_its_own_amount():
+    grid = fixed_tile_grid((350, 300), (200, 200), (100, 50))  # (down, across)
+    # Down, ceil((350 - 100) / (200 - 100)) = 3 rows; across, ceil((300 - 50) / 150) = 2 columns.
+    assert sorted({w[1] for w in grid.windows}) == [0, 75, 150]
+    assert sorted({w[0] for w in grid.windows}) == [0, 100]
+    grid = fixed_tile_grid((300, 500), (200, 200), (100, 50))
+    assert sorted({w[0] for w in grid.windows}) == [0, 150, 300]  # 3 across, 50 px apart at least
+    # A zero overlap abuts the tiles; an overlap of a whole tile or more, down, is cut to one
+    # pixel less: the rows still advance.
+    assert fixed_tile_grid((200, 200), (100, 100), (0, 0)).windows == (
+        (0, 0, 100, 100), (100, 0, 200, 100), (0, 100, 100, 200), (100, 100, 200, 200)
+    )
+    rows = fixed_tile_grid((250, 100), (100, 100), (500, 0))
+    assert [w[1] for w in rows.windows] == [round(i * 150 / (len(rows.windows) - 1)) for i in range(len(rows.windows))]
+    assert len(rows.windows) == 150 + 1
+
+
+def test_merge_clips_boxes_past_the_right_border():
+    b, _, _, _ = merge_tile_detections(
+        [torch.tensor([[90.0, 10, 130, 40]])], [torch.tensor([0.9])], [torch.zeros(1, dtype=torch.long)],
+        [(0, 0, 120, 100)], (100, 120),
+    )
+    assert b.tolist() == [[90, 10, 120, 40]]
+
+
+def test_a_tile_starting_one_pixel_in_has_an_inner_edge():
+    # Tiles x 0-120 and 1-121 over a 121-px-wide photo (and the same down): a product at 0-30
+    # touches the photo's border, whole in the first tile; the second tile cuts it at 1, so its
+    # box is a piece and goes, though it scores higher.
+    out = _merge_photo(
+        [(0, 0, 120, 100), (1, 0, 121, 100)], [[(0, 10, 30, 60, 0.6, 0)], [(1, 10, 30, 60, 0.9, 0)]], (100, 121)
+    )
+    assert out == [(0, 10, 30, 60, 0.6, 0, 0)]
+    out = _merge_photo(
+        [(0, 0, 100, 120), (0, 1, 100, 121)], [[(10, 0, 60, 30, 0.6, 0)], [(10, 1, 60, 30, 0.9, 0)]], (121, 100)
+    )
+    assert out == [(10, 0, 60, 30, 0.6, 0, 0)]
+
+
+@pytest.mark.parametrize("side", ["left", "right", "bottom"])
+def test_cut_margin_includes_its_boundary_on_every_side(side):
+    # Side by side (x 0-120 and 80-200) or stacked (y 0-120 and 80-200): one tile's box stops
+    # exactly the margin (2 px) inside that tile's inner edge, the other tile's box is cut at its
+    # own edge: two pieces of one product, fused.
+    if side == "left":  # tile 1's left edge at x = 80
+        windows, size = [(0, 0, 120, 100), (80, 0, 200, 100)], (100, 200)
+        dets = [[(60, 10, 120, 60, 0.6, 0)], [(82, 10, 150, 60, 0.9, 0)]]
+        fused = (60, 10, 150, 60)
+    elif side == "right":  # tile 0's right edge at x = 120
+        windows, size = [(0, 0, 120, 100), (80, 0, 200, 100)], (100, 200)
+        dets = [[(60, 10, 118, 60, 0.9, 0)], [(80, 10, 150, 60, 0.6, 0)]]
+        fused = (60, 10, 150, 60)
+    else:  # tile 0's bottom edge at y = 120
+        windows, size = STACKED, (200, 100)
+        dets = [[(10, 60, 40, 118, 0.9, 0)], [(10, 80, 40, 150, 0.6, 0)]]
+        fused = (10, 60, 40, 150)
+    out = _merge_photo(windows, dets, size)
+    assert [o[:4] for o in out] == [fused]
+
+
+def test_every_group_is_merged_whatever_the_others_are():
+    # Two products on the seam of two side-by-side tiles (x 0-120, 80-200): product P seen whole
+    # by tile 1 and cut by tile 0; product Q, wider than the overlap, cut by both. Plus a product
+    # R far from the seam. P comes out as tile 1's box, Q as the union of its halves, R as is.
+    out = _merge_photo(
+        [(0, 0, 120, 100), (80, 0, 200, 100)],
+        [
+            [(100, 5, 120, 40, 0.9, 0), (60, 50, 120, 95, 0.5, 0), (5, 5, 30, 30, 0.7, 0)],
+            [(100, 5, 140, 40, 0.8, 0), (80, 51, 150, 94, 0.6, 0)],
+        ],
+        (100, 200),
+    )
+    assert sorted(o[:4] for o in out) == sorted([(100, 5, 140, 40), (60, 50, 150, 95), (5, 5, 30, 30)])
+
+
+@pytest.mark.parametrize("tile", [0, 1])
+def test_boxes_of_one_tile_are_never_joined_with_each_other(tile):
+    # In one tile, a piece cut at the inner edge and a smaller box inside the overlap: their
+    # IoU is 0.35 (so the model's own NMS kept both), 0.7 inside the overlap. Only boxes of
+    # different tiles are compared, so both stay.
+    windows = [(0, 0, 120, 100), (80, 0, 200, 100)]
+    piece, inner = ((40, 10, 120, 60, 0.9, 0), (82, 10, 110, 60, 0.8, 0)) if tile == 0 else (
+        (80, 10, 160, 60, 0.9, 0), (90, 10, 118, 60, 0.8, 0)
+    )
+    dets = [[], []]
+    dets[tile] = [piece, inner]
+    out = _merge_photo(windows, dets, (100, 200))
+    assert [o[:5] for o in out] == [tuple(map(float, piece[:5])), tuple(map(float, inner[:5]))]
+
+
+def test_a_seam_between_rows_is_merged_past_tiles_that_do_not_overlap():
+    # 2 rows x 3 columns over 200x300 (tiles of 120x120, overlap 40 in y, 30 in x): windows
+    # are listed row by row, so tile 0 meets tile 3 below it after tile 1 (overlapping, with no
+    # boxes in common) and tile 2 (not overlapping).
+    grid = fixed_tile_grid((200, 300), (120, 120), (40, 30))
+    assert grid.windows[:4] == ((0, 0, 120, 120), (90, 0, 210, 120), (180, 0, 300, 120), (0, 80, 120, 200))
+    dets = [[] for _ in grid.windows]
+    dets[0], dets[3] = [(10, 60, 40, 120, 0.6, 0)], [(11, 80, 41, 150, 0.8, 0)]
+    out = _merge_photo(list(grid.windows), dets, (200, 300))
+    assert [o[:4] for o in out] == [(10, 60, 41, 150)]
