@@ -387,3 +387,15 @@ def test_a_seam_between_rows_is_merged_past_tiles_that_do_not_overlap():
     dets[0], dets[3] = [(10, 60, 40, 120, 0.6, 0)], [(11, 80, 41, 150, 0.8, 0)]
     out = _merge_photo(list(grid.windows), dets, (200, 300))
     assert [o[:4] for o in out] == [(10, 60, 41, 150)]
+
+
+def test_overlapping_boxes_of_one_tile_are_left_to_nms():
+    # In one tile, a piece cut at the inner edge (x = 120) and a box overlapping it by IoU 0.83
+    # (a model whose own NMS threshold is above 0.5 may give both): they are not one product
+    # seen by two tiles, so the piece is not dropped for the other box; NMS keeps the better.
+    out = _merge_photo(
+        [(0, 0, 120, 100), (80, 0, 200, 100)],
+        [[(60, 10, 120, 60, 0.9, 0), (65, 10, 115, 60, 0.8, 0)], []],
+        (100, 200),
+    )
+    assert out == [(60, 10, 120, 60, 0.9, 0, 0)]
