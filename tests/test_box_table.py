@@ -325,3 +325,33 @@ def test_a_tall_image_clips_each_side_to_its_own_extent(root):
                         apply_exif=True)
     assert table.boxes.tolist() == [[2, 15, 5, 18], [0, 12, 10, 20], [8, 0, 10, 11]]
     assert report.clipped == 2
+
+
+def test_an_image_in_a_subfolder_is_found(root):
+    table = _table(["sub/d.jpg", "sub/none.jpg"], [[20, 10], [20, 10]], [(0, [1, 1, 5, 5]), (1, [1, 1, 5, 5])])
+    report = InputReport("t", "ann.csv")
+    table = clean_table(table, str(root), report, apply_exif=True)
+    assert table.image_names == ["sub/d.jpg"]
+    assert report.images_dropped == {"image named but missing": 1}
+
+
+def test_a_box_ending_within_a_pixel_of_the_border_is_degenerate(root):
+    # Clipped at x = 0 or y = 0, these boxes are under a pixel wide or tall: dropped, counted.
+    rows = [(0, [-5, 2, 0.5, 20]), (0, [2, -5, 20, 0.5]), (0, [-5, 2, 1.5, 20])]
+    table = _table(["a.jpg"], [[40, 60]], rows)
+    report = InputReport("t", "ann.csv")
+    table = clean_table(table, str(root), report, apply_exif=True)
+    assert report.degenerate == 2 and report.clipped == 1
+    assert table.boxes.tolist() == [[0, 2, 1.5, 20]]
+
+
+def test_a_missing_image_is_named_in_the_tables_own_unit(root):
+    table = _table(["gone.jpg"], [[40, 60]], [(0, [1, 1, 5, 5]), (0, [6, 6, 9, 9])], sources=("ann.json",))
+    table.unit = "annotation id"
+    table.box_loc = np.array([11, 12])
+    report = InputReport("t", "ann.json")
+    table = clean_table(table, str(root), report, apply_exif=True)
+    (quoted,) = report.quoted()
+    assert quoted == (
+        f"ann.json, annotation ids 11-12 (2 rows): image named but missing ('gone.jpg' not found in {root})"
+    )
