@@ -5,6 +5,7 @@ from pathlib import Path
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
+from PIL import Image
 
 from gaussian_retina.engine import get_project_cfg
 from gaussian_retina.shelves import configure_shelf_datasets
@@ -13,6 +14,18 @@ from gaussian_retina.shelves.synthetic_shelves import generate_synthetic_shelves
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def write_image(path, w, h, orientation=None):
+    """A plain w x h JPEG or PNG (by the suffix) at ``path``, with an EXIF orientation tag if given."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.new("RGB", (w, h), (100, 90, 80))
+    if orientation is None:
+        im.save(path)
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        im.save(path, exif=exif)
 
 
 def get_config(config_file, *opts):

@@ -11,30 +11,20 @@ import pytest
 from detectron2.structures import BoxMode
 from PIL import Image
 
+from common import write_image
 from gaussian_retina.shelves.bad_input import InputReport
 from gaussian_retina.shelves.box_table import BoxTable, clean_table, table_to_dicts
-
-
-def _image(path, w, h, orientation=None):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    im = Image.new("RGB", (w, h), (100, 90, 80))
-    if orientation is None:
-        im.save(path)
-    else:
-        exif = Image.Exif()
-        exif[0x0112] = orientation
-        im.save(path, exif=exif)
 
 
 @pytest.fixture
 def root(tmp_path):
     root = tmp_path / "images"
-    _image(root / "a.jpg", 60, 40)
-    _image(root / "b.jpg", 30, 50)
-    _image(root / "c.png", 32, 32)
-    _image(root / "sub" / "d.jpg", 10, 20)
-    _image(root / "e.jpg", 12, 6)
-    _image(root / "f.jpg", 8, 8)
+    write_image(root / "a.jpg", 60, 40)
+    write_image(root / "b.jpg", 30, 50)
+    write_image(root / "c.png", 32, 32)
+    write_image(root / "sub" / "d.jpg", 10, 20)
+    write_image(root / "e.jpg", 12, 6)
+    write_image(root / "f.jpg", 8, 8)
     noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     Image.fromarray(noise).save(root / "full.jpg", quality=95)
     data = (root / "full.jpg").read_bytes()
@@ -119,7 +109,7 @@ def test_each_check_drops_its_rows_in_order(root):
     assert (report.kept_images, report.kept_boxes, report.background_images) == (4, 5, 1)
 
 
-def test_boxes_at_each_edge_of_the_image(root):
+def test_boxes_at_each_edge_of_thewrite_image(root):
     # a.jpg is 60x40: a box touching an edge from outside has no overlap; one pixel in has.
     rows = [(0, [60, 0, 70, 10]), (0, [0, 40, 10, 50]), (0, [-10, 0, 0, 10]),
             (0, [0, -10, 10, 0]), (0, [59, 0, 70, 10]), (0, [0, 39, 10, 50]),
@@ -153,7 +143,7 @@ def test_a_recorded_size_is_checked_only_when_asked(root):
 
 
 def test_a_recorded_size_is_compared_after_or_before_the_exif_rotation(root):
-    _image(root / "r.jpg", 60, 40, orientation=6)  # stored 60x40, shown 40x60
+    write_image(root / "r.jpg", 60, 40, orientation=6)  # stored 60x40, shown 40x60
     rows = [(0, [1, 1, 5, 5])]
     for apply_exif, recorded, detail in [
         (True, [60, 40], None),
@@ -257,7 +247,7 @@ def test_table_to_dicts_orders_images_by_id_and_groups_their_boxes(tmp_path):
     ]
 
 
-def test_many_rows_keep_their_file_order_within_each_image(root):
+def test_many_rows_keep_their_file_order_within_eachwrite_image(root):
     rng = np.random.default_rng(0)
     image_of_row = rng.integers(0, 7, size=600)
     rows = [(int(i), [1, 1, 2 + r % 7, 2 + r % 5]) for r, i in enumerate(image_of_row)]

@@ -4,12 +4,11 @@ absolute XYXY, locations) and the problem each malformed entry is reported as.
 """
 
 import json
-import math
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from common import write_image
 from gaussian_retina.shelves.bad_input import AnnotationError, InputReport
 from gaussian_retina.shelves.coco_yolo import parse_coco_json, parse_yolo_labels
 
@@ -215,29 +214,18 @@ def test_coco_files_that_are_not_coco(tmp_path):
 # ---------------------------------------------------------------------------- YOLO
 
 
-def _image(path, w, h, orientation=None):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    im = Image.new("RGB", (w, h), (100, 90, 80))
-    if orientation is None:
-        im.save(path)
-    else:
-        exif = Image.Exif()
-        exif[0x0112] = orientation
-        im.save(path, exif=exif)
-
-
 def _folders(tmp_path):
     images, labels = tmp_path / "images", tmp_path / "labels"
-    _image(images / "a.jpg", 60, 40)
-    _image(images / "b.PNG", 30, 50)
-    _image(images / "sub" / "c.jpeg", 20, 10)
-    _image(images / "d.jpg", 8, 4)
+    write_image(images / "a.jpg", 60, 40)
+    write_image(images / "b.PNG", 30, 50)
+    write_image(images / "sub" / "c.jpeg", 20, 10)
+    write_image(images / "d.jpg", 8, 4)
     (images / "notes.txt").write_text("not an image")
     labels.mkdir()
     return images, labels
 
 
-def test_yolo_boxes_are_scaled_to_each_image(tmp_path):
+def test_yolo_boxes_are_scaled_to_eachwrite_image(tmp_path):
     images, labels = _folders(tmp_path)
     (labels / "a.txt").write_text("0 0.5 0.5 0.5 0.25\n\n  \n3 0.25 0.75 0.5 0.5\n")
     (labels / "b.txt").write_text("1 0.5 0.5 1 1")  # no final newline
@@ -267,7 +255,7 @@ def test_yolo_boxes_are_scaled_to_each_image(tmp_path):
 
 def test_yolo_sizes_follow_the_exif_orientation_unless_told_not_to(tmp_path):
     images, labels = tmp_path / "images", tmp_path / "labels"
-    _image(images / "r.jpg", 60, 40, orientation=6)  # stored 60 wide, shown 40 wide
+    write_image(images / "r.jpg", 60, 40, orientation=6)  # stored 60 wide, shown 40 wide
     labels.mkdir()
     (labels / "r.txt").write_text("0 0.5 0.5 0.5 0.5\n")
     table = parse_yolo_labels(str(labels), str(images), _report(labels))
