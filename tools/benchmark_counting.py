@@ -21,9 +21,8 @@ Folds: per camera (file names C1..C4), its six photos sorted by name; fold A hol
 import os
 
 import numpy as np
-import torch
 from detectron2.data import DatasetCatalog
-from detectron2.structures import Boxes, BoxMode, pairwise_iou
+from detectron2.structures import BoxMode
 
 from gaussian_retina.inference import (
     DEFAULT_COUNT_THRESHOLD,
@@ -43,7 +42,7 @@ from gaussian_retina.inference.evaluate import (
     write_table,
 )
 from gaussian_retina.shelves import configure_shelf_datasets
-from gaussian_retina.shelves.validate import TWICE_IOU
+from gaussian_retina.shelves.validate import labelled_twice
 
 TOBACCO = "tobacco_shelves_24_counting"
 
@@ -59,13 +58,9 @@ def folds(records):
 
 
 def count_once(record):
-    """The record's boxes, a box labelled twice (IoU >= TWICE_IOU with an earlier one) once."""
+    """The record's boxes, a product labelled twice (``labelled_twice``) counted once."""
     xyxy = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in record["annotations"]]
-    if len(xyxy) < 2:
-        return len(xyxy)
-    boxes = Boxes(torch.tensor(xyxy, dtype=torch.float64))
-    twice = (pairwise_iou(boxes, boxes).triu(diagonal=1) >= TWICE_IOU).any(dim=0)
-    return len(xyxy) - int(twice.sum())
+    return len(xyxy) - len({j for _, j, _ in labelled_twice(xyxy)})
 
 
 def relative_mae(pred, true):

@@ -23,12 +23,12 @@ def finetune_yolo(args, run_dir, train_name, seed):
     import ultralytics.utils.torch_utils as torch_utils
     from ultralytics import YOLO
 
+    from gaussian_retina.shelves.coco_yolo import write_yolo_split
+
     # Ultralytics sets torch's CPU threads to cpu_count - 1 (1 on 2 cores) when it selects the
     # device; the comparison gives both detectors the same threads.
     torch_utils.NUM_THREADS = args.threads
     data = run_dir / "data"
-    from gaussian_retina.shelves.coco_yolo import write_yolo_split
-
     records = DatasetCatalog.get(train_name)
     write_yolo_split(records, data, "train")
     write_yolo_split(records[:2], data, "val")  # Ultralytics validates once at the end

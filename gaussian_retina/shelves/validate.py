@@ -18,7 +18,7 @@ from .bad_input import AnnotationError
 from .box_table import table_to_dicts
 from .register import RetailDatasetSpec, load_retail_table
 
-__all__ = ["validate_retail_dataset", "boxes_labelled_twice", "TWICE_IOU"]
+__all__ = ["validate_retail_dataset", "boxes_labelled_twice", "labelled_twice", "TWICE_IOU"]
 
 # Two boxes of one image overlapping this much frame the same product: neighbours on a shelf,
 # even packs stacked in perspective, overlap far less. Such a pair inflates the image's true
@@ -26,21 +26,26 @@ __all__ = ["validate_retail_dataset", "boxes_labelled_twice", "TWICE_IOU"]
 TWICE_IOU = 0.75
 
 
+def labelled_twice(boxes, iou_thresh: float = TWICE_IOU) -> List[Tuple[int, int, float]]:
+    """Pairs (i, j, IoU), i < j, of one image's (N, 4) XYXY ``boxes`` overlapping that much."""
+    if len(boxes) < 2:
+        return []
+    b = Boxes(torch.as_tensor(np.asarray(boxes), dtype=torch.float64))
+    iou = pairwise_iou(b, b).triu(diagonal=1)
+    return [(a, c, float(iou[a, c])) for a, c in (iou >= iou_thresh).nonzero().tolist()]
+
+
 def boxes_labelled_twice(table, iou_thresh: float = TWICE_IOU) -> List[Tuple[int, int, float]]:
     """
     Pairs (i, j, IoU) of box indices of ``table`` (i < j, the same image) whose IoU is at least
     ``iou_thresh``, in the order of the file.
     """
-    pairs = []
     order = np.argsort(table.box_image, kind="stable")
     starts = np.flatnonzero(np.diff(table.box_image[order], prepend=-1))
+    pairs = []
     for idx in np.split(order, starts[1:]):
-        if idx.size < 2:
-            continue
-        boxes = Boxes(torch.as_tensor(table.boxes[idx], dtype=torch.float64))
-        iou = pairwise_iou(boxes, boxes).triu(diagonal=1)
-        for a, b in (iou >= iou_thresh).nonzero().tolist():
-            pairs.append((int(idx[a]), int(idx[b]), float(iou[a, b])))
+        for a, b, iou in labelled_twice(table.boxes[idx], iou_thresh):
+            pairs.append((int(idx[a]), int(idx[b]), iou))
     return sorted(pairs)
 
 
