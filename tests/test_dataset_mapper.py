@@ -1,4 +1,5 @@
 import copy
+import re
 import sys
 
 import cv2
@@ -185,6 +186,48 @@ def test_scale_jitter_keeps_the_input_size_and_scales_the_boxes(shape):
     assert 0.5 - 0.02 <= min(factors) < 0.8 and 1.7 < max(factors) <= 2.0 + 0.02
 
 
+@pytest.mark.parametrize("shape", [(120, 200), (200, 120)])
+def test_scale_jitter_is_invertible_back_to_the_photo(shape):
+    # Test-time use and visualisation map boxes back through the inverse, which needs each step's
+    # original size: the resized image's for the crop, the crop's for the padding.
+    np.random.seed(1)
+    aug = ScaleJitterCrop(60, 100, 0.5, 2.0)
+    image = np.zeros((*shape, 3), dtype=np.uint8)
+    box = np.array([[30.0, 40.0, 50.0, 70.0]])
+    seen = set()
+    for _ in range(30):
+        aug_input = T.AugInput(image.copy(), boxes=box.copy())
+        transforms = T.AugmentationList([aug])(aug_input)
+        resize = transforms.transforms[0]
+        seen.add(resize.new_h < T.ResizeShortestEdge.get_output_shape(*shape, 60, 100)[0])
+        inverse = transforms.inverse()
+        assert inverse.apply_image(aug_input.image).shape == image.shape
+        crop = transforms.transforms[1]
+        sx, sy = resize.new_w / resize.w, resize.new_h / resize.h
+        inside = (
+            30 * sx >= crop.x0
+            and 40 * sy >= crop.y0
+            and 50 * sx <= crop.x0 + crop.w
+            and 70 * sy <= crop.y0 + crop.h
+        )
+        if inside:
+            np.testing.assert_allclose(inverse.apply_box(aug_input.boxes), box, atol=1e-3)
+    assert seen == {True, False}  # both padded and cropped draws were inverted
+
+
+@pytest.mark.parametrize("scales", [(0.0, 1.0), (-0.5, 1.0), (1.2, 1.0)])
+def test_scale_jitter_refuses_an_empty_or_non_positive_range(scales):
+    with pytest.raises(ValueError, match=re.escape(f"0 < min_scale <= max_scale, got {scales}")):
+        ScaleJitterCrop(60, 100, *scales)
+
+
+def test_scale_jitter_takes_a_single_scale():
+    np.random.seed(0)
+    aug_input = T.AugInput(np.zeros((120, 200, 3), dtype=np.uint8))
+    resize = T.AugmentationList([ScaleJitterCrop(60, 100, 1.0, 1.0)])(aug_input).transforms[0]
+    assert (resize.new_h, resize.new_w) == (60, 100)
+
+
 def test_scale_jitter_from_config_only_in_training(record):
     cfg = get_cfg()
     add_gaussian_retina_config(cfg)
@@ -304,6 +347,88 @@ def test_mosaic_moves_a_box_with_its_window():
         x0, y0, x1, y1 = box
         window = out["image"][:, y0:y1, x0:x1]
         assert any(torch.equal(window, p["image"][:, 20:34, 30:40]) for p in parts)
+
+
+def _coordinate_image(height, width, tag):
+    # Channel 0 holds each pixel's column and channel 1 its row, so a pasted window tells its
+    # offset in the image it came from; channel 2 tells the image.
+    image = torch.full((3, height, width), tag, dtype=torch.uint8)
+    image[0] = torch.arange(width, dtype=torch.uint8)[None, :]
+    image[1] = torch.arange(height, dtype=torch.uint8)[:, None]
+    return image
+
+
+def test_mosaic_draws_every_window_of_each_image():
+    parts = [_mapped(_coordinate_image(60, 80, 10 * (k + 1)), []) for k in range(4)]
+    lowest, highest, centres = set(), set(), []
+    for seed in range(150):
+        np.random.seed(seed)
+        image = mosaic(parts)["image"]
+        cx = int((image[2, 0] == 10).sum())
+        cy = int((image[2, :, 0] == 10).sum())
+        centres.append((cx, cy))
+        quadrants = [(0, 0, cx, cy), (cx, 0, 80, cy), (0, cy, cx, 60), (cx, cy, 80, 60)]
+        for k, (x0, y0, x1, y1) in enumerate(quadrants):
+            ox, oy = int(image[0, y0, x0]), int(image[1, y0, x0])
+            room_x, room_y = 80 - (x1 - x0), 60 - (y1 - y0)
+            assert 0 <= ox <= room_x and 0 <= oy <= room_y
+            lowest.update({("x", k)} if ox == 0 else set(), {("y", k)} if oy == 0 else set())
+            highest.update(
+                {("x", k)} if ox == room_x else set(), {("y", k)} if oy == room_y else set()
+            )
+    # Each image's window reaches both of its edges in each direction across the draws.
+    everywhere = {(axis, k) for axis in "xy" for k in range(4)}
+    assert lowest == everywhere and highest == everywhere
+    # The centre ranges over the middle half of the canvas.
+    xs, ys = zip(*centres)
+    assert 20 <= min(xs) <= 22 and 58 <= max(xs) <= 60
+    assert 15 <= min(ys) <= 17 and 43 <= max(ys) <= 45
+
+
+def test_mosaic_pads_a_quadrant_larger_than_its_image():
+    parts = [_mapped(torch.full((3, 60, 80), 10, dtype=torch.uint8), [])]
+    parts += [_mapped(torch.full((3, 8, 6), 20 * (k + 1), dtype=torch.uint8), []) for k in range(3)]
+    np.random.seed(0)
+    image = mosaic(parts, pad_value=7)["image"]
+    cx = int((image[0, 0] == 10).sum())
+    cy = int((image[0, :, 0] == 10).sum())
+    assert (image[:, 0:8, cx : cx + 6] == 20).all()
+    assert (image[:, cy : cy + 8, 0:6] == 40).all() and (image[:, cy : cy + 8, cx : cx + 6] == 60).all()
+    # Everything else in those three quadrants is padding.
+    assert int((image[0] == 7).sum()) == 60 * 80 - cx * cy - 3 * 8 * 6
+
+
+def test_mosaic_keeps_each_box_with_its_class_and_the_first_record():
+    parts = []
+    for k in range(4):
+        part = _mapped(torch.full((3, 60, 80), 10, dtype=torch.uint8), [[0, 0, 80, 60]] * 2)
+        part["instances"].gt_classes = torch.tensor([k, 10 + k])
+        part.update(image_id=k, file_name=f"shelf_{k}.jpg", height=600 + k, width=800 + k)
+        parts.append(part)
+    np.random.seed(3)
+    out = mosaic(parts, min_visible_fraction=0.0)
+    assert out["instances"].gt_classes.tolist() == [0, 10, 1, 11, 2, 12, 3, 13]
+    assert {k: out[k] for k in ("image_id", "file_name", "height", "width")} == {
+        "image_id": 0, "file_name": "shelf_0.jpg", "height": 600, "width": 800
+    }
+
+
+def test_mosaic_drops_a_box_outside_its_window_whatever_the_fraction():
+    # Images of twice the canvas, each with one box in its bottom-right corner: a window drawn
+    # away from that corner shows none of it, and an empty cut is not a box.
+    parts = [_mapped(torch.zeros((3, 120, 160), dtype=torch.uint8), [[150, 110, 160, 120]])
+             for _ in range(4)]
+    np.random.seed(0)
+    out = mosaic(parts, min_visible_fraction=0.0)
+    assert len(out["instances"]) < 4
+    assert (out["instances"].gt_boxes.area() > 0).all()
+
+
+@pytest.mark.parametrize("count", [3, 5])
+def test_mosaic_needs_four_images(count):
+    parts = [_mapped(torch.zeros((3, 60, 80), dtype=torch.uint8), []) for _ in range(count)]
+    with pytest.raises(ValueError, match=f"mosaic needs four mapped images, got {count}"):
+        mosaic(parts)
 
 
 def test_mosaic_from_config_needs_the_pool_and_feeds_the_map(record):
