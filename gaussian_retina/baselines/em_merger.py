@@ -137,9 +137,9 @@ def _to_numpy(x: ArrayLike) -> np.ndarray:
 
 
 def _em_merge_numpy(
-    b,
-    s,
-    r,
+    boxes,
+    scores,
+    rank_scores,
     *,
     image_size,
     box_shrink,
@@ -152,36 +152,31 @@ def _em_merge_numpy(
     nms_thresh,
     min_heatmap_box_side,
 ) -> np.ndarray:
-    n = len(b)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
+    none = np.zeros(0, dtype=np.int64)
+    if len(boxes) == 0:
+        return none
     if image_size is None:
         image_size = (
-            int(math.ceil(max(b[:, 3].max(), 1.0))),
-            int(math.ceil(max(b[:, 2].max(), 1.0))),
+            int(math.ceil(max(boxes[:, 3].max(), 1.0))),
+            int(math.ceil(max(boxes[:, 2].max(), 1.0))),
         )
     height, width = int(image_size[0]), int(image_size[1])
 
-    wh = np.maximum(b[:, 2:] - b[:, :2], 0.0)
-    centers = (b[:, :2] + b[:, 2:]) / 2
+    wh = np.maximum(boxes[:, 2:] - boxes[:, :2], 0.0)
+    centers = (boxes[:, :2] + boxes[:, 2:]) / 2
     shrunk_wh = wh * box_shrink
     # sigma = half the shrunk side, as the original; floored so a degenerate box stays a
     # proper Gaussian in the KL divergences.
     sigma = np.maximum(shrunk_wh / 2, 0.5)
-    weights = np.clip(s, 1e-6, None)
+    weights = np.clip(scores, 1e-6, None)
 
+    # Steps 1-2: the heat map and its regions.
     # DEVIATION: a coarser heat map where boxes are large; the regions only need the boxes'
     # shape, and the cost of the map is its number of covered pixels.
     stride = max(1, int(np.median(shrunk_wh.min(axis=1)) // min_heatmap_box_side))
     heat = _render_heatmap(centers, shrunk_wh, weights, height, width, stride)
-
-    peak = heat.max()
-    fg = (
-        (heat > heat_threshold * peak).astype(np.uint8)
-        if peak > 0
-        else np.zeros_like(heat, np.uint8)
-    )
-    num_labels, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    labels, stats = _heat_regions(heat, heat_threshold)
+    num_regions = len(stats)
 
     # DEVIATION: the region under a detection's centre, instead of every contour whose bounding
     # rectangle holds it. Detections whose centre is cold (< threshold) belong to no region and,
@@ -191,41 +186,24 @@ def _em_merge_numpy(
     det_region = labels[cy, cx] - 1  # -1: background
     valid = det_region >= 0
     if not valid.any():
-        return np.zeros(0, dtype=np.int64)
+        return none
     det_idx = np.nonzero(valid)[0]
     det_idx = det_idx[np.argsort(det_region[det_idx], kind="stable")]  # grouped by region
     region = det_region[det_idx]
-    num_regions = num_labels - 1
     n_per_region = np.bincount(region, minlength=num_regions)
 
-    # Number of objects per region from its area against the median shrunk-box area.
-    shrunk_area = shrunk_wh[det_idx].prod(axis=1)
-    median_area = _segment_median(shrunk_area, n_per_region)
-    region_area = stats[1:, cv2.CC_STAT_AREA].astype(np.float64) * stride * stride
-    with np.errstate(divide="ignore", invalid="ignore"):
-        k = np.where(median_area > 0, np.round(region_area / median_area), 0)
-    k = np.clip(k, 1, max_objects_per_region).astype(np.int64)
-    # DEVIATION: the original emitted nothing for a region with n <= k; clamping k to n lets
-    # such a region keep one cluster per detection, which the pruning below then thins.
-    k = np.minimum(k, n_per_region)
-    k[n_per_region == 0] = 0
-
-    mu_t = centers[det_idx]
-    var_t = sigma[det_idx] ** 2
-    alpha = (
-        weights[det_idx]
-        / np.bincount(region, weights=weights[det_idx], minlength=num_regions)[region]
+    # Step 3: the number of objects per region.
+    region_area = stats[:, cv2.CC_STAT_AREA].astype(np.float64) * stride * stride
+    k = _objects_per_region(
+        shrunk_wh[det_idx].prod(axis=1), n_per_region, region_area, max_objects_per_region
     )
 
-    cluster_offset = np.concatenate([[0], np.cumsum(k)])
-    init = _agglomerative_init(mu_t, region, n_per_region, k, cluster_offset)
-    _, mu_g, cov_g = _moments(init, alpha, mu_t, var_t, cluster_offset[-1])
-    mu_g, cov_g, assign = _hard_em(
-        alpha, mu_t, var_t, region, k, cluster_offset, mu_g, cov_g, em_max_iter, em_epsilon
+    # Step 4: hard EM per region.
+    mu_g, cov_g, mass = _fit_clusters(
+        centers[det_idx], sigma[det_idx] ** 2, weights[det_idx], region, k, em_max_iter, em_epsilon
     )
-    # Mass of each cluster in units of detection scores, comparable across regions.
-    mass = np.bincount(assign, weights=weights[det_idx], minlength=len(mu_g))
 
+    # Step 5: nested clusters pruned.
     cluster_region = np.repeat(np.arange(num_regions), k)
     keep_cluster = _prune_nested(mu_g, cov_g, cluster_region, heat, stride, ellipse_prob)
     # DEVIATION: clusters claim detections heaviest first (below). The original went in cluster
@@ -233,42 +211,104 @@ def _em_merge_numpy(
     # claim both objects' detections and leave one of them without a box.
     order = np.nonzero(keep_cluster)[0]
     order = order[np.argsort(-mass[order], kind="stable")]
-    mu_g, cov_g, cluster_region = mu_g[order], cov_g[order], cluster_region[order]
 
-    # Boxes of the clusters, clipped to their region's bounding rectangle as the original.
+    # Steps 6-7: one detection per cluster box, then NMS between regions.
+    lo, hi = _cluster_boxes(
+        mu_g[order], cov_g[order], stats[cluster_region[order]], stride, min_box_size
+    )
+    reps = _best_in_each_box(lo, hi, centers, rank_scores)
+    if len(reps) == 0:
+        return none
+    keep = nms(torch.as_tensor(boxes[reps]), torch.as_tensor(scores[reps]), nms_thresh).numpy()
+    return reps[keep].astype(np.int64)
+
+
+def _fit_clusters(mu_t, var_t, weights, region, k, em_max_iter, em_epsilon):
+    """
+    k[j] Gaussians fitted by hard EM to the detections' Gaussians (means ``mu_t``, variances
+    ``var_t``) of each region j, the detections grouped by region. Returns the clusters' means,
+    covariances and masses (in units of detection scores, comparable across regions).
+    """
+    num_regions = len(k)
+    n_per_region = np.bincount(region, minlength=num_regions)
+    alpha = weights / np.bincount(region, weights=weights, minlength=num_regions)[region]
+    cluster_offset = np.concatenate([[0], np.cumsum(k)])
+    init = _agglomerative_init(mu_t, region, n_per_region, k, cluster_offset)
+    _, mu_g, cov_g = _moments(init, alpha, mu_t, var_t, cluster_offset[-1])
+    mu_g, cov_g, assign = _hard_em(
+        alpha, mu_t, var_t, region, k, cluster_offset, mu_g, cov_g, em_max_iter, em_epsilon
+    )
+    return mu_g, cov_g, np.bincount(assign, weights=weights, minlength=len(mu_g))
+
+
+def _heat_regions(heat: np.ndarray, heat_threshold: float):
+    """
+    The connected regions of the heat map above ``heat_threshold`` times its peak: a label image
+    (0 for background, region i + 1 for region i) and each region's OpenCV stats row.
+    """
+    peak = heat.max()
+    fg = (
+        (heat > heat_threshold * peak).astype(np.uint8)
+        if peak > 0
+        else np.zeros_like(heat, np.uint8)
+    )
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    return labels, stats[1:]
+
+
+def _objects_per_region(shrunk_area, n_per_region, region_area, max_objects_per_region):
+    """
+    k per region: its area over the median shrunk-box area of its detections (``shrunk_area``,
+    grouped by region), between 1 and ``max_objects_per_region``, and at most its detections.
+    """
+    median_area = _segment_median(shrunk_area, n_per_region)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = np.where(median_area > 0, np.round(region_area / median_area), 0)
+    k = np.clip(k, 1, max_objects_per_region).astype(np.int64)
+    # DEVIATION: the original emitted nothing for a region with n <= k; clamping k to n lets
+    # such a region keep one cluster per detection, which the pruning then thins.
+    k = np.minimum(k, n_per_region)
+    k[n_per_region == 0] = 0
+    return k
+
+
+def _cluster_boxes(mu_g, cov_g, region_stats, stride, min_box_size):
+    """
+    The box of each cluster, its mean +- 2 sigma clipped to its region's bounding rectangle as
+    the original (``region_stats``: the OpenCV stats row of each cluster's region), as (lo, hi)
+    corners; boxes not wider and taller than ``min_box_size`` are dropped.
+    """
     half = 2 * np.sqrt(np.stack([cov_g[:, 0, 0], cov_g[:, 1, 1]], axis=1))
-    rx1 = stats[1:, cv2.CC_STAT_LEFT] * stride
-    ry1 = stats[1:, cv2.CC_STAT_TOP] * stride
-    rx2 = rx1 + stats[1:, cv2.CC_STAT_WIDTH] * stride
-    ry2 = ry1 + stats[1:, cv2.CC_STAT_HEIGHT] * stride
-    lo = np.maximum(mu_g - half, np.stack([rx1, ry1], 1)[cluster_region])
-    hi = np.minimum(mu_g + half, np.stack([rx2, ry2], 1)[cluster_region])
+    left = region_stats[:, cv2.CC_STAT_LEFT] * stride
+    top = region_stats[:, cv2.CC_STAT_TOP] * stride
+    right = left + region_stats[:, cv2.CC_STAT_WIDTH] * stride
+    bottom = top + region_stats[:, cv2.CC_STAT_HEIGHT] * stride
+    lo = np.maximum(mu_g - half, np.stack([left, top], 1))
+    hi = np.minimum(mu_g + half, np.stack([right, bottom], 1))
     big = ((hi - lo) > min_box_size).all(axis=1)
-    lo, hi = lo[big], hi[big]
+    return lo[big], hi[big]
+
+
+def _best_in_each_box(lo, hi, centers, rank_scores) -> np.ndarray:
+    """
+    Each detection goes to the first box that holds its centre (over all regions, as the
+    original), and each box keeps its best-ranked detection: their indices, by box.
+    """
     if len(lo) == 0:
         return np.zeros(0, dtype=np.int64)
-
-    # Each detection goes to the first cluster box that holds its centre (over all regions, as
-    # the original), and each box keeps its best-ranked detection.
     inside = (
         (lo[:, None, 0] <= centers[None, :, 0])
         & (centers[None, :, 0] <= hi[:, None, 0])
         & (lo[:, None, 1] <= centers[None, :, 1])
         & (centers[None, :, 1] <= hi[:, None, 1])
-    )  # (clusters, N)
-    owned = inside.any(axis=0)
-    owner = np.argmax(inside, axis=0)
-    dets = np.nonzero(owned)[0]
-    if len(dets) == 0:
-        return np.zeros(0, dtype=np.int64)
-    order = np.lexsort((-r[dets], owner[dets]))
-    dets, owners = dets[order], owner[dets][order]
+    )  # (boxes, N)
+    dets = np.nonzero(inside.any(axis=0))[0]
+    owner = np.argmax(inside, axis=0)[dets]
+    order = np.lexsort((-rank_scores[dets], owner))
+    dets, owner = dets[order], owner[order]
     first = np.ones(len(dets), dtype=bool)
-    first[1:] = owners[1:] != owners[:-1]
-    reps = dets[first]
-
-    keep = nms(torch.as_tensor(b[reps]), torch.as_tensor(s[reps]), nms_thresh).numpy()
-    return reps[keep].astype(np.int64)
+    first[1:] = owner[1:] != owner[:-1]
+    return dets[first]
 
 
 def _render_heatmap(centers, shrunk_wh, weights, height, width, stride) -> np.ndarray:

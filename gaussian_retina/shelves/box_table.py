@@ -188,6 +188,33 @@ def clean_table(
     need_size = np.isnan(table.image_hw).any(axis=1)
     if check_image_sizes:
         need_size[:] = True
+    unreadable, disagrees, messages = _read_image_sizes(table, image_root, need_size, apply_exif)
+    _drop_images(table, report, unreadable, "unreadable image", messages.get)
+    had_boxes = had_boxes[~unreadable]
+    disagrees = disagrees[~unreadable]
+    _drop_images(table, report, disagrees, "recorded size disagrees with the file", messages.get)
+    had_boxes = had_boxes[~disagrees]
+
+    _fit_boxes_to_images(table, report, min_box_size)
+
+    # An image that lost every box would now teach "no products here": drop it.
+    has_boxes = np.bincount(table.box_image, minlength=table.num_images) > 0
+    emptied = had_boxes & ~has_boxes
+    report.add_images("image left without boxes", int(emptied.sum()))
+    table.select_images(~emptied)
+
+    report.kept_images = table.num_images
+    report.kept_boxes = table.num_boxes
+    report.background_images = int((~had_boxes[~emptied]).sum())
+    return table
+
+
+def _read_image_sizes(table: BoxTable, image_root: str, need_size, apply_exif: bool):
+    """
+    Reads the size of each image marked in ``need_size``: it fills a size the source did not
+    record, and marks an image unreadable, or whose recorded size disagrees with the file, with
+    the message that names it. Returns (unreadable, disagrees, messages by image index).
+    """
     unreadable = np.zeros(table.num_images, dtype=bool)
     disagrees = np.zeros(table.num_images, dtype=bool)
     messages = {}
@@ -209,13 +236,14 @@ def clean_table(
                 f"{'applied' if apply_exif else 'ignored'}), annotations say "
                 f"{int(rec[1])}x{int(rec[0])}"
             )
-    _drop_images(table, report, unreadable, "unreadable image", messages.get)
-    had_boxes = had_boxes[~unreadable]
-    disagrees = disagrees[~unreadable]
-    _drop_images(table, report, disagrees, "recorded size disagrees with the file", messages.get)
-    had_boxes = had_boxes[~disagrees]
+    return unreadable, disagrees, messages
 
-    # Boxes against their image's size.
+
+def _fit_boxes_to_images(table: BoxTable, report: InputReport, min_box_size: float) -> None:
+    """
+    Drops boxes wholly outside their image, clips the rest to it, and drops boxes thinner than
+    ``min_box_size`` after clipping; each counted.
+    """
     hw = table.image_hw[table.box_image]
     h, w = hw[:, 0], hw[:, 1]
     b = table.boxes
@@ -244,17 +272,6 @@ def clean_table(
     report.clipped += int(((clipped != b).any(axis=1) & ~thin).sum())
     report.degenerate += int(thin.sum())
     table.select_boxes(~thin)
-
-    # An image that lost every box would now teach "no products here": drop it.
-    has_boxes = np.bincount(table.box_image, minlength=table.num_images) > 0
-    emptied = had_boxes & ~has_boxes
-    report.add_images("image left without boxes", int(emptied.sum()))
-    table.select_images(~emptied)
-
-    report.kept_images = table.num_images
-    report.kept_boxes = table.num_boxes
-    report.background_images = int((~had_boxes[~emptied]).sum())
-    return table
 
 
 def _fmt_box(b) -> str:
