@@ -163,18 +163,12 @@ def main(argv=None):
         raise SystemExit(f"gaussian-retina-predict: error: {e}") from None
 
 
-def predict(args):
-    """Runs the command for parsed ``args``; returns the run's summary dict."""
-    setup_logger(name="gaussian_retina")
-    setup_logger(name="fvcore")
-    cfg = setup_cfg(args)
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
-    if not cfg.MODEL.WEIGHTS:
-        raise SystemExit("no weights: pass --weights or MODEL.WEIGHTS in --opts")
-    files = find_images(args.input)
-    names = output_names(files, input_root(args.input))
-
+def _registered_datasets_and_scale(cfg, args):
+    """
+    Registers the config's own datasets, checks that the datasets the run needs (the
+    calibration set, and the one --tiling auto measures the training scale on) exist, and
+    returns the training product side (None when --tiling auto does not need it).
+    """
     scale_set = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None
     need_scale = args.tiling == "auto" and args.train_product_side is None
     needed = [args.calibration_dataset] if args.calibration_dataset else []
@@ -195,15 +189,11 @@ def predict(args):
         train_side = training_product_side(
             scale_set, (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
         )
+    return train_side
 
-    predictor = ShelfPredictor(
-        cfg,
-        tiling=args.tiling,
-        train_product_side=train_side,
-        batch_size=args.batch_size,
-        rescore_alpha=args.rescore_alpha,
-        **({"max_detections": args.max_det} if args.max_det else {}),
-    )
+
+def _count_thresholds(predictor, cfg, args):
+    """The count and peak thresholds: calibrated or the defaults, then the flags' values."""
     if args.calibration_dataset:
         calibration = calibrate_counts(
             predictor,
@@ -222,6 +212,32 @@ def predict(args):
         calibration["count_threshold"] = args.count_threshold
     if args.peak_threshold is not None:
         calibration["peak_threshold"] = args.peak_threshold
+    return calibration
+
+
+def predict(args):
+    """Runs the command for parsed ``args``; returns the run's summary dict."""
+    setup_logger(name="gaussian_retina")
+    setup_logger(name="fvcore")
+    cfg = setup_cfg(args)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    if not cfg.MODEL.WEIGHTS:
+        raise SystemExit("no weights: pass --weights or MODEL.WEIGHTS in --opts")
+    files = find_images(args.input)
+    names = output_names(files, input_root(args.input))
+
+    train_side = _registered_datasets_and_scale(cfg, args)
+
+    predictor = ShelfPredictor(
+        cfg,
+        tiling=args.tiling,
+        train_product_side=train_side,
+        batch_size=args.batch_size,
+        rescore_alpha=args.rescore_alpha,
+        **({"max_detections": args.max_det} if args.max_det else {}),
+    )
+    calibration = _count_thresholds(predictor, cfg, args)
     logger.info(f"Count thresholds: {calibration}")
 
     logger.info(f"{len(files)} photos -> {args.output}")
