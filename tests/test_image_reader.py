@@ -177,12 +177,51 @@ def test_a_reduction_other_than_a_power_of_two_up_to_8_is_refused(png):
 
 
 def test_a_format_opencv_lacks_is_decoded_by_pil(tmp_path):
-    path = tmp_path / "shelf.gif"
-    Image.fromarray(_pattern()).convert("P").save(path)
+    path = tmp_path / "shelf.tga"
+    Image.fromarray(_pattern()).save(path)
+    assert cv2.imread(str(path)) is None
     expected = np.asarray(Image.open(path).convert("RGB"))
     d = {"file_name": str(path), "height": 48, "width": 64}
     np.testing.assert_array_equal(read_shelf_image(d, "RGB"), expected)
+    # Decoded in full whatever reduction was asked, and checked against the record at full size.
     np.testing.assert_array_equal(read_shelf_image(d, "BGR", 4), expected[:, :, ::-1])
+    with pytest.raises(BadImageError, match="the file decodes to 64x48 .* record 64x50"):
+        read_shelf_image({**d, "height": 50}, "BGR", 2)
+
+
+def test_a_truncated_jpeg_is_found_though_an_end_marker_comes_earlier(tmp_path):
+    # An end-of-image marker inside the file (here in a comment; an EXIF thumbnail ends with
+    # one too) does not make a file cut short whole: only its tail is looked at.
+    path = tmp_path / "cut.jpg"
+    Image.fromarray(_pattern(240, 320)).save(path, quality=95, comment=b"\xff\xd9" * 4)
+    data = path.read_bytes()
+    assert data.find(b"\xff\xd9") < len(data) // 2
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BadImageError, match=r"cut\.jpg: truncated JPEG \(no end-of-image marker\)"):
+        read_image_size(str(path), check_complete=True)
+    with pytest.raises(BadImageError, match=r"cut\.jpg: truncated JPEG \(no end-of-image marker\)"):
+        read_shelf_image({"file_name": str(path)}, "BGR")
+
+
+def test_the_end_marker_is_looked_for_in_the_last_64_bytes(tmp_path):
+    # Within them, the fast reduced decoding; past them, the file is decoded in full by PIL,
+    # which reads padding after a complete image as such.
+    path = tmp_path / "padded.jpg"
+    Image.fromarray(_pattern(50, 70)).save(path, quality=95)
+    data = path.read_bytes()
+    for pad, shape in ((62, (25, 35, 3)), (63, (50, 70, 3))):
+        path.write_bytes(data + b"\0" * pad)
+        assert read_shelf_image({"file_name": str(path)}, "BGR", 2).shape == shape
+        assert read_image_size(str(path), check_complete=True) == (50, 70)
+
+
+@pytest.mark.parametrize("hw", [(1, 3), (3, 1), (1, 1)])
+def test_a_one_pixel_side_is_a_size(tmp_path, hw):
+    path = tmp_path / "thin.png"
+    Image.fromarray(np.zeros((*hw, 3), np.uint8)).save(path)
+    assert read_image_size(str(path), check_complete=True) == hw
+    assert read_shelf_image({"file_name": str(path), "height": hw[0], "width": hw[1]},
+                            "BGR").shape == (*hw, 3)
 
 
 def test_the_size_message_names_the_exif_choice(png):
