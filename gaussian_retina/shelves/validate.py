@@ -49,6 +49,39 @@ def boxes_labelled_twice(table, iou_thresh: float = TWICE_IOU) -> List[Tuple[int
     return sorted(pairs)
 
 
+def _look_at_images(dicts, decode: bool):
+    """
+    The images' EXIF orientation tags other than 1, counted by tag, and with ``decode`` the
+    messages of the images that fail to decode as the data loader reads them.
+    """
+    oriented = collections.Counter()
+    bad_images = []
+    for i, d in enumerate(dicts):
+        try:
+            with Image.open(d["file_name"]) as im:
+                o = exif_orientation(im)
+            if o != 1:
+                oriented[o] += 1
+        except OSError:
+            pass  # reported by the header check / --decode
+        if decode:
+            try:
+                read_shelf_image(d, "BGR")
+            except BadImageError as e:
+                bad_images.append(str(e))
+        if decode and (i + 1) % 500 == 0:
+            print(f"  decoded {i + 1}/{len(dicts)} images", file=sys.stderr)
+    return oriented, bad_images
+
+
+def _print_labelled_twice(table, twice, limit: Optional[int]) -> None:
+    print(f"\nboxes labelled twice ({'all' if limit is None else f'first {min(limit, len(twice))}'}):")
+    for i, j, iou in twice if limit is None else twice[:limit]:
+        name = table.image_names[table.box_image[i]]
+        print(f"  {table.box_files(np.array([i]))[0]}, {table.unit}s {table.box_loc[i]} and "
+              f"{table.box_loc[j]}: the same product in {name} (IoU {iou:.2f})")
+
+
 def validate_retail_dataset(
     spec: RetailDatasetSpec, *, decode: bool = False, limit: Optional[int] = 30
 ) -> int:
@@ -93,23 +126,7 @@ def validate_retail_dataset(
         defects[f"boxes labelled twice (IoU >= {TWICE_IOU} with another box of their image)"] += len(twice)
 
     dicts = table_to_dicts(table, spec.image_root, apply_exif=apply_exif)
-    oriented = collections.Counter()
-    bad_images = []
-    for i, d in enumerate(dicts):
-        try:
-            with Image.open(d["file_name"]) as im:
-                o = exif_orientation(im)
-            if o != 1:
-                oriented[o] += 1
-        except OSError:
-            pass  # reported by the header check / --decode
-        if decode:
-            try:
-                read_shelf_image(d, "BGR")
-            except BadImageError as e:
-                bad_images.append(str(e))
-        if decode and (i + 1) % 500 == 0:
-            print(f"  decoded {i + 1}/{len(dicts)} images", file=sys.stderr)
+    oriented, bad_images = _look_at_images(dicts, decode)
     if oriented:
         n = sum(oriented.values())
         how = (
@@ -131,11 +148,7 @@ def validate_retail_dataset(
         for q in quoted:
             print("  " + q)
     if twice:
-        print(f"\nboxes labelled twice ({'all' if limit is None else f'first {min(limit, len(twice))}'}):")
-        for i, j, iou in twice if limit is None else twice[:limit]:
-            name = table.image_names[table.box_image[i]]
-            print(f"  {table.box_files(np.array([i]))[0]}, {table.unit}s {table.box_loc[i]} and "
-                  f"{table.box_loc[j]}: the same product in {name} (IoU {iou:.2f})")
+        _print_labelled_twice(table, twice, limit)
     if bad_images:
         print("\nimages that fail to decode:")
         for msg in bad_images if limit is None else bad_images[:limit]:
