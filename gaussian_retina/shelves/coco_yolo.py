@@ -29,11 +29,8 @@ def _number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def parse_coco_json(path: str, report: InputReport) -> BoxTable:
-    """
-    Parse the "images" and "annotations" of a COCO json. Image ids are kept as written.
-    Problems are located by list index: "images[3]" / "annotation index 12".
-    """
+def _read_coco_json(path: str):
+    """The "images" and "annotations" lists of a COCO json, or an error naming the problem."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Annotation file not found: {path}")
     try:
@@ -50,25 +47,40 @@ def parse_coco_json(path: str, report: InputReport) -> BoxTable:
     anns = data.get("annotations", [])
     if not isinstance(anns, list):
         raise AnnotationError(f"{path}: 'annotations' is not a list")
+    return data["images"], anns
+
+
+def _image_entry_problem(im, index_of_id):
+    """(problem or None, height, width) of one entry of "images"; NaN sizes: not recorded."""
+    problem, h, w = None, None, None
+    if not isinstance(im, dict):
+        problem = f"not an object: {str(im)[:40]}"
+    elif not isinstance(im.get("id"), int) or isinstance(im.get("id"), bool):
+        problem = f"id {im.get('id')!r} is not an integer"
+    elif not isinstance(im.get("file_name"), str) or not im["file_name"]:
+        problem = f"file_name {im.get('file_name')!r} is not a file name"
+    elif im["id"] in index_of_id:
+        problem = f"duplicate image id {im['id']}"
+    else:
+        h, w = im.get("height"), im.get("width")
+        if h is None and w is None:
+            h = w = math.nan  # read from the file later
+        elif not (_number(h) and _number(w) and h >= 1 and w >= 1):
+            problem = f"height/width {h!r}/{w!r} are not positive numbers"
+    return problem, h, w
+
+
+def parse_coco_json(path: str, report: InputReport) -> BoxTable:
+    """
+    Parse the "images" and "annotations" of a COCO json. Image ids are kept as written.
+    Problems are located by list index: "images[3]" / "annotation index 12".
+    """
+    images, anns = _read_coco_json(path)
 
     names, ids, hw = [], [], []
     index_of_id = {}
-    for i, im in enumerate(data["images"]):
-        problem = None
-        if not isinstance(im, dict):
-            problem = f"not an object: {str(im)[:40]}"
-        elif not isinstance(im.get("id"), int) or isinstance(im.get("id"), bool):
-            problem = f"id {im.get('id')!r} is not an integer"
-        elif not isinstance(im.get("file_name"), str) or not im["file_name"]:
-            problem = f"file_name {im.get('file_name')!r} is not a file name"
-        elif im["id"] in index_of_id:
-            problem = f"duplicate image id {im['id']}"
-        else:
-            h, w = im.get("height"), im.get("width")
-            if h is None and w is None:
-                h = w = math.nan  # read from the file later
-            elif not (_number(h) and _number(w) and h >= 1 and w >= 1):
-                problem = f"height/width {h!r}/{w!r} are not positive numbers"
+    for i, im in enumerate(images):
+        problem, h, w = _image_entry_problem(im, index_of_id)
         if problem:
             report.add("malformed image entry", path, [i], [problem], unit="images index")
             continue
