@@ -139,6 +139,32 @@ def _walk(root: str, extensions) -> List[str]:
     return sorted(out)
 
 
+def _yolo_boxes(rows, h, w, path: str, report: InputReport):
+    """
+    (line, XYXY box in pixels) of each well-formed row of one label file, the file's image being
+    ``h`` x ``w``; malformed rows are reported.
+    """
+    wrong, nonnum, out = ([], []), ([], []), []
+    for n, row in rows:
+        fields = row.split()
+        if len(fields) != 5:
+            wrong[0].append(n)
+            wrong[1].append(f"{len(fields)} fields, expected 5 (class cx cy w h)")
+            continue
+        if not all(DECIMAL_NUMBER.fullmatch(x) for x in fields) or not all(
+            math.isfinite(float(x)) for x in fields
+        ):
+            nonnum[0].append(n)
+            nonnum[1].append(row.decode("utf-8", "backslashreplace")[:60])
+            continue
+        _, cx, cy, bw, bh = map(float, fields)
+        box = ((cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h)
+        out.append((n, box))
+    report.add("wrong column count", path, wrong[0], wrong[1])
+    report.add("non-numeric field", path, nonnum[0], nonnum[1])
+    return out
+
+
 def parse_yolo_labels(
     label_dir: str, image_root: str, report: InputReport, *, apply_exif: bool = True
 ) -> BoxTable:
@@ -183,28 +209,11 @@ def parse_yolo_labels(
             report.add("unreadable image", path, lines, [str(e)], grouped=True)
             continue
         hw[img] = (h, w)
-        wrong, nonnum = ([], []), ([], [])
-        for n, row in rows:
-            fields = row.split()
-            if len(fields) != 5:
-                wrong[0].append(n)
-                wrong[1].append(f"{len(fields)} fields, expected 5 (class cx cy w h)")
-                continue
-            if not all(DECIMAL_NUMBER.fullmatch(x) for x in fields) or not all(
-                math.isfinite(float(x)) for x in fields
-            ):
-                nonnum[0].append(n)
-                nonnum[1].append(row.decode("utf-8", "backslashreplace")[:60])
-                continue
-            _, cx, cy, bw, bh = map(float, fields)
+        for n, box in _yolo_boxes(rows, h, w, path, report):
             box_image.append(img)
-            boxes.append(
-                ((cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h)
-            )
+            boxes.append(box)
             locs.append(n)
             srcs.append(src)
-        report.add("wrong column count", path, wrong[0], wrong[1])
-        report.add("non-numeric field", path, nonnum[0], nonnum[1])
 
     ids = np.arange(1, len(images) + 1, dtype=np.int64)
     return BoxTable(

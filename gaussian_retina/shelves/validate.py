@@ -75,7 +75,8 @@ def _look_at_images(dicts, decode: bool):
 
 
 def _print_labelled_twice(table, twice, limit: Optional[int]) -> None:
-    print(f"\nboxes labelled twice ({'all' if limit is None else f'first {min(limit, len(twice))}'}):")
+    quoted = "all" if limit is None else f"first {min(limit, len(twice))}"
+    print(f"\nboxes labelled twice ({quoted}):")
     for i, j, iou in twice if limit is None else twice[:limit]:
         name = table.image_names[table.box_image[i]]
         print(f"  {table.box_files(np.array([i]))[0]}, {table.unit}s {table.box_loc[i]} and "
