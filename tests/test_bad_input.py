@@ -113,6 +113,29 @@ def test_quoted_lines_and_their_limit():
     assert r.quoted(limit=3) == r.quoted()[:3]
 
 
+def test_the_limit_holds_for_rows_sharing_one_cause():
+    r = InputReport("ds", "src")
+    r.add("missing", "a.csv", [1, 2], ["no image a.jpg"], grouped=True)
+    r.add("missing", "a.csv", [3], ["no image b.jpg"], grouped=True)
+    assert r.quoted(limit=1) == ["a.csv, lines 1-2 (2 rows): missing (no image a.jpg)"]
+
+
+def test_one_file_named_once_per_row():
+    r = InputReport("ds", "src")
+    r.add("wrong", ["a.csv"] * 3, [4, 5, 6])
+    assert [str(p) for p in r.problems()] == [
+        "a.csv, line 4: wrong", "a.csv, line 5: wrong", "a.csv, line 6: wrong"
+    ]
+    assert r.quoted() == [str(p) for p in r.problems()]
+
+
+def test_a_report_before_cleaning_has_kept_nothing():
+    assert InputReport("shelves", "ann.csv").summary() == (
+        "Dataset 'shelves' (ann.csv): kept 0 images, 0 boxes; dropped 0 rows; "
+        "clipped 0 boxes partly outside their image; dropped 0 degenerate boxes "
+        "(thinner than the minimum after clipping)")
+
+
 def test_line_ranges_beyond_six_runs_are_cut():
     r = InputReport("ds", "src")
     r.add("gap", "a.csv", [1, 3, 5, 7, 9, 11, 12, 15], ["c"], grouped=True)
