@@ -161,6 +161,40 @@ def _name_runs(buf: np.ndarray, body: bytes, s: np.ndarray, e: np.ndarray):
     return [body[a:b] for a, b in zip(s.tolist(), e.tolist())], np.arange(n)
 
 
+def _read_lines(path: str) -> bytes:
+    """The file's bytes without a UTF-8 byte-order mark, with "\\n" line ends, the last one too."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte-order mark
+        data = data[3:]
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n")
+    if data and not data.endswith(b"\n"):
+        data += b"\n"
+    return data
+
+
+def _numeric_columns(buf, body: bytes, starts, ends, columns, numeric):
+    """
+    The ``numeric`` columns parsed (integers on the raw bytes, else field by field), the rows
+    with a field that is not a finite number, and the first such field of the first rows.
+    """
+    values = {}
+    bad_any = np.zeros(len(starts), dtype=bool)
+    details = {}
+    for name in numeric:
+        j = columns.index(name)
+        v = _parse_int_fields(buf, starts[:, j], ends[:, j])
+        if v is None:
+            col = [body[a:b] for a, b in zip(starts[:, j].tolist(), ends[:, j].tolist())]
+            v, bad = _parse_column(col)
+            for i in np.flatnonzero(bad & ~bad_any)[:20].tolist():
+                details[i] = f"{name} = {_show(col[i])}"
+            bad_any |= bad
+        values[name] = v
+    return values, bad_any, details
+
+
 def read_csv_columns(
     path: str, columns: Sequence[str], numeric: Sequence[str], report: InputReport
 ) -> Tuple[List[bytes], np.ndarray, Dict[str, np.ndarray], np.ndarray]:
@@ -178,14 +212,7 @@ def read_csv_columns(
         values: column name -> (K,) float64.
         lines: (K,) 1-based line number of each good row.
     """
-    with open(path, "rb") as f:
-        data = f.read()
-    if data.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte-order mark
-        data = data[3:]
-    if b"\r" in data:
-        data = data.replace(b"\r\n", b"\n")
-    if data and not data.endswith(b"\n"):
-        data += b"\n"
+    data = _read_lines(path)
     k = len(columns)
     buf = np.frombuffer(data, np.uint8)
     seps, commas = _separators(buf)
@@ -222,19 +249,7 @@ def read_csv_columns(
     else:
         starts = ends = np.zeros((0, k), dtype=np.int64)
 
-    values = {}
-    bad_any = np.zeros(rows.size, dtype=bool)
-    details = {}
-    for name in numeric:
-        j = columns.index(name)
-        v = _parse_int_fields(buf, starts[:, j], ends[:, j])
-        if v is None:
-            col = [body[a:b] for a, b in zip(starts[:, j].tolist(), ends[:, j].tolist())]
-            v, bad = _parse_column(col)
-            for i in np.flatnonzero(bad & ~bad_any)[:20].tolist():
-                details[i] = f"{name} = {_show(col[i])}"
-            bad_any |= bad
-        values[name] = v
+    values, bad_any, details = _numeric_columns(buf, body, starts, ends, columns, numeric)
     names, name_ids = _name_runs(buf, body, starts[:, 0], ends[:, 0])
     line_numbers = rows + 1
     if bad_any.any():
