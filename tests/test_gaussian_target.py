@@ -106,6 +106,20 @@ def test_boxes_beyond_the_image_are_cut_not_moved():
     np.testing.assert_allclose(inside[:20, :20], full[20:40, 20:40], atol=1e-6)
     assert inside[20:, :].max() == 0 and inside[:, 20:].max() == 0
     assert render_gaussian_map([[300.0, 300.0, 400.0, 400.0]], (200, 200)).max() == 0
+    # The same at the right and bottom edges.
+    far = render_gaussian_map([[160.0, 160.0, 240.0, 240.0]], (200, 200))
+    np.testing.assert_allclose(far[80:, 80:], full[:20, :20], atol=1e-6)
+    assert far[:80, :].max() == 0 and far[:, :80].max() == 0
+
+
+@pytest.mark.parametrize(
+    "box", [[11.0, 0.0, 11.0, 40.0], [0.0, 11.0, 40.0, 11.0], [11.0, 11.0, 11.0, 11.0]]
+)
+def test_a_box_without_area_on_a_pixel_centre_draws_nothing(box):
+    # x = 11 is the centre of map pixel 5 at stride 2: the only place where a box without
+    # width or height still holds a pixel centre.
+    m = render_gaussian_map([box, [20.0, 20.0, 60.0, 60.0]], (64, 64))
+    np.testing.assert_array_equal(m, render_gaussian_map([[20.0, 20.0, 60.0, 60.0]], (64, 64)))
 
 
 @pytest.mark.parametrize("size", [(101, 77), (1, 1), (3, 640)])
