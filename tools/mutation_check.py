@@ -47,7 +47,7 @@ MODULES = {
     "modeling/box_voting.py": ["test_box_voting.py"],
     "evaluation/dense_coco_evaluation.py": ["test_evaluation.py"],
     "evaluation/error_anatomy.py": ["test_error_anatomy.py"],
-    "evaluation/benchmark.py": ["test_benchmark_inputs.py", "test_evaluation.py"],
+    "evaluation/benchmark.py": ["test_evaluate_all.py"],
     "shelves/retail_csv.py": ["test_datasets.py", "test_retail_csv.py"],
     "shelves/coco_yolo.py": ["test_datasets.py", "test_coco_yolo.py"],
     "shelves/box_table.py": ["test_box_table.py", "test_datasets.py", "test_retail_csv.py",
