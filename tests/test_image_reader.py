@@ -203,6 +203,36 @@ def test_a_truncated_jpeg_is_found_though_an_end_marker_comes_earlier(tmp_path):
         read_shelf_image({"file_name": str(path)}, "BGR")
 
 
+def test_a_truncated_png_is_found_though_its_text_names_the_end_chunk(tmp_path):
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("note", "IEND" * 4)
+    path = tmp_path / "cut.png"
+    Image.fromarray(_pattern(240, 320)).save(path, pnginfo=info)
+    data = path.read_bytes()
+    assert data.find(b"IEND") < len(data) // 2
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BadImageError, match=r"cut\.png: truncated PNG \(no IEND chunk\)"):
+        read_image_size(str(path), check_complete=True)
+    with pytest.raises(BadImageError, match=r"cut\.png: truncated PNG \(no IEND chunk\)"):
+        read_shelf_image({"file_name": str(path)}, "BGR")
+
+
+def test_the_pil_fallback_keeps_the_exif_choice(tmp_path, monkeypatch):
+    # A photo OpenCV cannot decode goes to PIL, which must orient it as asked, too.
+    path = str(_jpeg_with_orientation(tmp_path / "turned.jpg", 6))
+    expected_turned = read_shelf_image({"file_name": path}, "BGR")
+    expected_stored = read_shelf_image({"file_name": path, "apply_exif": False}, "BGR")
+    monkeypatch.setattr(cv2, "imdecode", lambda *args: None)
+    turned = read_shelf_image({"file_name": path, "height": 64, "width": 48}, "BGR")
+    stored = read_shelf_image({"file_name": path, "apply_exif": False}, "BGR")
+    assert turned.shape == (64, 48, 3) and stored.shape == (48, 64, 3)
+    # PIL's and OpenCV's JPEG decoders may differ by a grey level or two.
+    assert np.abs(turned.astype(int) - expected_turned).max() <= 3
+    assert np.abs(stored.astype(int) - expected_stored).max() <= 3
+
+
 def test_the_end_marker_is_looked_for_in_the_last_64_bytes(tmp_path):
     # Within them, the fast reduced decoding; past them, the file is decoded in full by PIL,
     # which reads padding after a complete image as such.
