@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from detectron2.data.detection_utils import read_image
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from gaussian_retina.data.image_reader import BadImageError, read_image_size, read_shelf_image
 
@@ -189,33 +190,29 @@ def test_a_format_opencv_lacks_is_decoded_by_pil(tmp_path):
         read_shelf_image({**d, "height": 50}, "BGR", 2)
 
 
-def test_a_truncated_jpeg_is_found_though_an_end_marker_comes_earlier(tmp_path):
-    # An end-of-image marker inside the file (here in a comment; an EXIF thumbnail ends with
-    # one too) does not make a file cut short whole: only its tail is looked at.
-    path = tmp_path / "cut.jpg"
-    Image.fromarray(_pattern(240, 320)).save(path, quality=95, comment=b"\xff\xd9" * 4)
+@pytest.mark.parametrize(
+    "name, marker, message",
+    [
+        ("cut.jpg", b"\xff\xd9", r"truncated JPEG \(no end-of-image marker\)"),
+        ("cut.png", b"IEND", r"truncated PNG \(no IEND chunk\)"),
+    ],
+)
+def test_a_cut_file_is_found_though_its_end_marker_comes_earlier(tmp_path, name, marker, message):
+    # An end marker inside the file (a JPEG comment, or an EXIF thumbnail, ends with one; a PNG's
+    # text may hold "IEND") does not make a file cut short whole: only its tail is looked at.
+    path = tmp_path / name
+    if name.endswith(".jpg"):
+        Image.fromarray(_pattern(240, 320)).save(path, quality=95, comment=marker * 4)
+    else:
+        info = PngInfo()
+        info.add_text("note", marker.decode() * 4)
+        Image.fromarray(_pattern(240, 320)).save(path, pnginfo=info)
     data = path.read_bytes()
-    assert data.find(b"\xff\xd9") < len(data) // 2
+    assert data.find(marker) < len(data) // 2
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(BadImageError, match=r"cut\.jpg: truncated JPEG \(no end-of-image marker\)"):
+    with pytest.raises(BadImageError, match=rf"{name.replace('.', '[.]')}: {message}"):
         read_image_size(str(path), check_complete=True)
-    with pytest.raises(BadImageError, match=r"cut\.jpg: truncated JPEG \(no end-of-image marker\)"):
-        read_shelf_image({"file_name": str(path)}, "BGR")
-
-
-def test_a_truncated_png_is_found_though_its_text_names_the_end_chunk(tmp_path):
-    from PIL.PngImagePlugin import PngInfo
-
-    info = PngInfo()
-    info.add_text("note", "IEND" * 4)
-    path = tmp_path / "cut.png"
-    Image.fromarray(_pattern(240, 320)).save(path, pnginfo=info)
-    data = path.read_bytes()
-    assert data.find(b"IEND") < len(data) // 2
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(BadImageError, match=r"cut\.png: truncated PNG \(no IEND chunk\)"):
-        read_image_size(str(path), check_complete=True)
-    with pytest.raises(BadImageError, match=r"cut\.png: truncated PNG \(no IEND chunk\)"):
+    with pytest.raises(BadImageError, match=rf"{name.replace('.', '[.]')}: {message}"):
         read_shelf_image({"file_name": str(path)}, "BGR")
 
 
