@@ -398,6 +398,28 @@ def test_mosaic_pads_a_quadrant_larger_than_its_image():
     assert int((image[0] == 7).sum()) == 60 * 80 - cx * cy - 3 * 8 * 6
 
 
+def test_mosaic_defaults_keep_half_visible_boxes_and_pad_grey():
+    # Images smaller than every quadrant are pasted whole at the quadrant's corner: a box
+    # hanging half over its image's edge keeps half its area, and a one-pixel box all of it.
+    parts = [_mapped(torch.zeros((3, 60, 80), dtype=torch.uint8), [])]
+    parts += [
+        _mapped(torch.zeros((3, 15, 20), dtype=torch.uint8), [[10, 0, 30, 10], [4, 4, 5, 5]])
+        for _ in range(3)
+    ]
+    np.random.seed(0)
+    out = mosaic(parts)
+    image = out["image"]
+    cx = int((image[0, 0] == 0).sum()) - 20  # the first image's width on the top row
+    cy = int((image[0, :, 0] == 0).sum()) - 15
+    boxes = out["instances"].gt_boxes.tensor.tolist()
+    corners = [(cx, 0), (0, cy), (cx, cy)]
+    assert boxes == [
+        box for x0, y0 in corners for box in ([x0 + 10, y0, x0 + 20, y0 + 10],
+                                              [x0 + 4, y0 + 4, x0 + 5, y0 + 5])
+    ]
+    assert int((image[0] == 128).sum()) == 60 * 80 - cx * cy - 3 * 20 * 15
+
+
 def test_mosaic_keeps_each_box_with_its_class_and_the_first_record():
     parts = []
     for k in range(4):
