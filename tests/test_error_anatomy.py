@@ -138,3 +138,42 @@ def test_edge_offsets_per_true_positive():
     offsets = matched_edge_offsets(det, gt, np.array([1, 0, -1]))
     np.testing.assert_allclose(offsets, [[0.1, 0.1, -0.1, 0.0], [-0.1, 0.0, 0.0, 0.1]], atol=1e-6)
     assert matched_edge_offsets(det, gt, np.array([-1, -1, -1])).shape == (0, 4)
+
+
+def test_iou_thresholds_are_inclusive_as_in_coco():
+    boxes = [
+        [0, 100, 100, 300],  # product 0 at IoU exactly 0.5: a true positive
+        [0, 0, 100, 200],  # product 0 again at IoU 0.5: a duplicate
+        [300, 100, 325, 200],  # product 2 at IoU exactly 0.25, nothing else on it
+    ]
+    kinds, match = _kinds(boxes, [0.9, 0.8, 0.7])
+    assert kinds == ["true positive", "duplicate", "mislocated"] and match.tolist() == [0, -1, -1]
+    kinds, _ = classify_detections(boxes, [0.9, 0.8, 0.7], GT, background_iou=0.25)
+    assert ERROR_KINDS[kinds[2]] == "mislocated"
+    kinds, _ = classify_detections(boxes, [0.9, 0.8, 0.7], GT, background_iou=0.26)
+    assert ERROR_KINDS[kinds[2]] == "background inside"
+
+
+def test_background_is_placed_by_its_centre_against_the_annotated_span():
+    # Products span y 100-200; boxes in the gap between products (x 220-280) touch none.
+    boxes = [
+        [220, 40, 280, 160],  # centre on the top of the span: inside
+        [220, 140, 280, 260],  # centre on its bottom: inside
+        [220, 70, 280, 160],  # top above the span, centre inside it
+        [220, 20, 280, 170],  # centre above
+        [220, 150, 280, 270],  # centre below
+    ]
+    kinds, _ = _kinds(boxes, [0.5] * 5)
+    assert kinds == ["background inside"] * 3 + ["background above", "background below"]
+    # The span is the products' own vertical extent, whatever their horizontal one.
+    low = np.array([[0, 300, 100, 400]], np.float32)
+    kinds, _ = classify_detections([[220, 150, 280, 250]], [0.5], low)
+    assert ERROR_KINDS[kinds[0]] == "background above"
+
+
+def test_anatomy_of_no_images_and_offsets_of_a_sub_pixel_product():
+    counts = error_anatomy([], 0.5)
+    assert counts["ground truth"] == counts["missed"] == 0
+    assert counts["median edge offsets"] == (0.0, 0.0, 0.0, 0.0)
+    off = matched_edge_offsets([[0.1, 0.0, 0.6, 0.5]], [[0.0, 0.0, 0.5, 0.5]], np.array([0]))
+    np.testing.assert_allclose(off, [[0.2, 0.0, 0.2, 0.0]], atol=1e-6)
