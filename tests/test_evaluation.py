@@ -16,7 +16,7 @@ import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine.hooks import EvalHook
-from detectron2.evaluation.coco_evaluation import COCOevalMaxDets
+from detectron2.evaluation.coco_evaluation import COCOEvaluator, COCOevalMaxDets
 from detectron2.evaluation.fast_eval_api import COCOeval_opt
 from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils.events import EventStorage
@@ -159,7 +159,8 @@ def test_no_detections_gives_nan(tmp_path):
     assert all(np.isnan(v) for v in paper_metrics(results).values())
 
 
-def test_paper_row_is_logged(tmp_path):
+@pytest.mark.parametrize("use_fast_impl, max_dets", [(True, 300), (False, 300), (True, 100)])
+def test_paper_row_is_logged(tmp_path, use_fast_impl, max_dets):
     dataset = _register([HAND_GT])
     # Listen on the evaluator's logger itself, whether or not it propagates to the root (Detectron2's
     # setup_logger, run by any earlier training test, stops it), so each record is seen once.
@@ -171,14 +172,17 @@ def test_paper_row_is_logged(tmp_path):
     evaluator_logger.addHandler(handler)
     evaluator_logger.setLevel(logging.INFO)
     try:
-        _evaluate(dataset, [HAND_DETS], tmp_path)
+        _evaluate(dataset, [HAND_DETS], tmp_path, use_fast_impl=use_fast_impl,
+                  max_dets_per_image=max_dets)
     finally:
         evaluator_logger.removeHandler(handler)
         evaluator_logger.setLevel(level)
     rows = [r.getMessage() for r in records if "paper's columns" in r.getMessage()]
     assert len(rows) == 1
-    header, _, values = rows[0].splitlines()[1:4]
-    assert [h.strip() for h in header.strip("|").split("|")] == paper_metric_names()
+    title, header, _, values = rows[0].splitlines()[:4]
+    api = "unofficial C++" if use_fast_impl else "official"
+    assert title == f"bbox results in the paper's columns ({max_dets} detections per image, {api} COCO API):"
+    assert [h.strip() for h in header.strip("|").split("|")] == paper_metric_names(max_dets)
     assert float(values.strip("|").split("|")[3]) == pytest.approx(HAND_EXPECTED["AR300"], abs=1e-3)
 
 
@@ -312,3 +316,157 @@ def test_results_json_carries_the_datasets_own_image_and_category_ids(tmp_path):
     assert {r["category_id"] for r in saved} == {7}
     cached = COCO(MetadataCatalog.get(name).json_file)
     assert sorted(cached.getImgIds()) == [17, 42] and cached.getCatIds() == [7]
+
+
+def _coco_pair(rng, num_images=6, sides=(20, 60, 150)):
+    """
+    Two categories over small, medium and large boxes (COCO's areas), category 2 without small
+    ones, so that some of COCO's slices are undefined; noisy detections and false positives.
+    """
+    gt = COCO()
+    anns, dets = [], []
+    for i in range(num_images):
+        for k in range(30):
+            side = sides[k % len(sides)]
+            category = 1 + (k % 2) if side > 20 else 1
+            x, y = rng.uniform(0, 800, 2)
+            anns.append({"image_id": i, "category_id": category, "iscrowd": 0,
+                         "bbox": [x, y, side, side], "area": side * side})
+            if rng.random() < 0.8:
+                jitter = rng.normal(0, 0.08 * side, 4)
+                dets.append({"image_id": i, "category_id": category, "score": rng.random(),
+                             "bbox": [x + jitter[0], y + jitter[1], side + jitter[2],
+                                      side + jitter[3]]})
+        for _ in range(40):
+            x, y, w = *rng.uniform(0, 800, 2), rng.uniform(10, 200)
+            dets.append({"image_id": i, "category_id": int(rng.integers(1, 3)),
+                         "score": rng.random() * 0.5, "bbox": [x, y, w, w]})
+    for k, ann in enumerate(anns):
+        ann["id"] = k + 1
+    gt.dataset = {"images": [{"id": i} for i in range(num_images)],
+                  "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+                  "annotations": anns}
+    gt.createIndex()
+    return gt, gt.loadRes(dets)
+
+
+@pytest.mark.parametrize("max_dets, sides", [(20, (20, 60, 150)), (300, (20, 60, 150)),
+                                             (300, (60, 150))])
+def test_dense_stats_are_cocos_own_summary_at_the_limit(max_dets, sides):
+    from gaussian_retina.evaluation.dense_coco_evaluation import _dense_stats
+
+    gt, dt = _coco_pair(np.random.default_rng(max_dets), sides=sides)
+
+    def official(iou_thrs=None):
+        e = COCOevalMaxDets(gt, dt, "bbox")
+        e.params.maxDets = [1, 10, max_dets]
+        if iou_thrs is not None:
+            e.params.iouThrs = np.array(iou_thrs)
+        e.evaluate()
+        e.accumulate()
+        e.summarize()
+        return e
+
+    e = official()
+    stats, ar50 = _dense_stats(e, max_dets)
+    # Without small products, their two slices are undefined (-1), as in COCO's summary.
+    assert (stats == -1).sum() == (0 if 20 in sides else 2) and 0 < stats[0] < 1
+    np.testing.assert_allclose(stats, e.stats[:12], atol=1e-12)
+    assert ar50 == pytest.approx(official(iou_thrs=[0.5]).stats[8], abs=1e-12)
+
+
+def test_max_dets_none_means_cocos_100(tmp_path):
+    dataset = _register([HAND_GT])
+    default = _evaluate(dataset, [HAND_DETS], tmp_path / "none", max_dets_per_image=None)
+    hundred = _evaluate(dataset, [HAND_DETS], tmp_path / "100", max_dets_per_image=100)
+    assert set(paper_metric_names(100)) <= set(default)
+    assert paper_metrics(default, 100) == paper_metrics(hundred, 100)
+
+
+def test_the_official_implementation_when_asked(tmp_path):
+    dataset = _register([HAND_GT])
+    with mock.patch.object(
+        COCOeval_opt, "accumulate", autospec=True, side_effect=COCOeval_opt.accumulate
+    ) as accumulate:
+        _evaluate(dataset, [HAND_DETS], tmp_path, use_fast_impl=False)
+    assert accumulate.call_count == 0
+
+
+def test_two_categories_get_their_own_ap(tmp_path):
+    name = f"test_dense_eval_two_{uuid.uuid4().hex[:8]}"
+    dicts = [{
+        "file_name": "img0.jpg", "image_id": 0, "height": SIZE[0], "width": SIZE[1],
+        "annotations": [{"bbox": b, "bbox_mode": BoxMode.XYXY_ABS, "category_id": c}
+                        for b, c in zip(HAND_GT, [0, 0, 1, 1])],
+    }]
+    DatasetCatalog.register(name, lambda: dicts)
+    MetadataCatalog.get(name).set(thing_classes=["pack", "carton"])
+    evaluator = DenseCOCOEvaluator(name, distributed=False, output_dir=str(tmp_path))
+    evaluator.reset()
+    outputs = _outputs(HAND_GT[:3], [0.9, 0.8, 0.7])
+    outputs["instances"].pred_classes = torch.tensor([0, 0, 1])
+    evaluator.process([{"image_id": 0}], [outputs])
+    results = evaluator.evaluate()["bbox"]
+    # Packs: both found exactly; cartons: one of two, so recall 1/2 at every IoU.
+    assert results["AP-pack"] == pytest.approx(100.0)
+    assert results["AP-carton"] == pytest.approx(100 * 51 / 101, abs=1e-6)
+    assert results["AR300"] == pytest.approx(75.0)
+    # Written beside the predictions, as returned.
+    saved = json.loads((tmp_path / "bbox_metrics.json").read_text())
+    assert saved == pytest.approx(results, nan_ok=True)
+
+
+def _accumulated(gt, dt):
+    e = COCOeval_opt(gt, dt, "bbox")
+    e.params.maxDets = [1, 10, 100, 300]
+    e.evaluate()
+    e.accumulate()
+    return e
+
+
+def test_recall_without_ground_truth_is_nan(tmp_path):
+    # COCO marks it -1, as every slice without ground truth; the columns say NaN, not -100.
+    dataset = _register([HAND_GT])
+    evaluator = DenseCOCOEvaluator(dataset, distributed=False, output_dir=str(tmp_path))
+    evaluator.reset()
+    gt, dt = _coco_pair(np.random.default_rng(0), num_images=1)
+    dets = gt.dataset["annotations"]
+    gt.dataset["annotations"] = []
+    gt.createIndex()
+    dt = gt.loadRes([dict(d, score=0.5) for d in dets])
+    results = evaluator._derive_coco_results(_accumulated(gt, dt), "bbox")
+    assert all(np.isnan(v) for v in paper_metrics(results).values())
+
+
+def test_keypoints_and_masks_go_the_right_way(tmp_path):
+    # Keypoints keep COCO's protocol (the parent's results); masks get the dense columns too.
+    dataset = _register([HAND_GT])
+    evaluator = DenseCOCOEvaluator(dataset, distributed=False, output_dir=str(tmp_path))
+    evaluator.reset()
+    e = _accumulated(*_coco_pair(np.random.default_rng(0), num_images=2))
+    e.stats = np.linspace(0.1, 0.9, 12)
+    expected = COCOEvaluator._derive_coco_results(evaluator, e, "keypoints", ["a", "b"])
+    assert set(expected) >= {"AP", "APm", "AP-a", "AP-b"} and expected["AP"] == pytest.approx(10)
+    assert evaluator._derive_coco_results(e, "keypoints", ["a", "b"]) == expected
+    masks = evaluator._derive_coco_results(e, "segm", ["a", "b"])
+    assert set(paper_metric_names()) | {"AP-a", "AP-b"} <= set(masks)
+    assert (tmp_path / "segm_metrics.json").is_file()
+
+
+@pytest.mark.parametrize("per_image, max_dets, warned", [(100, 300, True), (101, 300, False),
+                                                         (100, 100, False), (99, 300, False)])
+def test_a_model_capped_at_100_detections_is_named(tmp_path, caplog, per_image, max_dets, warned):
+    dataset = _register([HAND_GT])
+    boxes = [[5 * i, 500, 5 * i + 40, 540] for i in range(per_image)]
+    evaluator = DenseCOCOEvaluator(dataset, distributed=False, output_dir=str(tmp_path),
+                                   max_dets_per_image=max_dets)
+    evaluator.reset()
+    evaluator.process([{"image_id": 0}], [_outputs(boxes, list(np.linspace(0.9, 0.1, per_image)))])
+    with mock.patch.object(evaluator._logger, "warning") as warning:
+        evaluator.evaluate()
+    messages = [c.args[0] for c in warning.call_args_list]
+    expected = (
+        f"No image has more than 100 detections while {max_dets} are evaluated: set "
+        f"TEST.DETECTIONS_PER_IMAGE to {max_dets} for the protocol's AR."
+    )
+    assert (expected in messages) == warned
