@@ -470,3 +470,19 @@ def test_a_model_capped_at_100_detections_is_named(tmp_path, caplog, per_image, 
         f"TEST.DETECTIONS_PER_IMAGE to {max_dets} for the protocol's AR."
     )
     assert (expected in messages) == warned
+
+
+def test_paper_metrics_name_what_is_missing_as_nan():
+    row = paper_metrics({"AP": 50.0, "AR20": 40.0}, 20)
+    assert list(row) == ["AP", "AP50", "AP75", "AR20", "AR20@50"]
+    assert row["AP"] == 50.0 and row["AR20"] == 40.0
+    assert np.isnan(row["AP50"]) and np.isnan(row["AR20@50"])
+
+
+def test_a_limit_under_100_is_scored_at_that_limit(tmp_path):
+    # One object found only by the 30th detection: seen at 30 detections per image, not at 20.
+    dataset = _register([[[500, 500, 600, 600]]])
+    fps = [[10 * i, 0, 10 * i + 8, 8] for i in range(29)]
+    dets = (fps + [[500, 500, 600, 600]], list(np.linspace(0.99, 0.5, 29)) + [0.1])
+    assert _evaluate(dataset, [dets], tmp_path / "20", max_dets_per_image=20)["AR20"] == 0.0
+    assert _evaluate(dataset, [dets], tmp_path / "30", max_dets_per_image=30)["AR30"] == 100.0
