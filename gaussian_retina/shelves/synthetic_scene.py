@@ -275,16 +275,12 @@ def _fill_row(rng, layout, top, bottom, bays, width, row_id, params):
 # ------------------------------------------------------------------------------------------ #
 # Rendering
 # ------------------------------------------------------------------------------------------ #
-def _render_product(rng, design, w, h):
+def _draw_shape(rng, img, design, w, h):
     """
-    Returns:
-        sprite (np.ndarray): (h, w, 3) float32 BGR.
-        mask (np.ndarray or None): (h, w) bool, the product's pixels; None means all of them.
-            The mask touches all four sides, so the box (0, 0, w, h) is tight.
+    Draws the parts of the product's shape that are not label (a bottle's cap, a jar's lid, a
+    can's rims) on ``img``; returns its mask (None: the whole box) and the label's top row.
     """
     kind = design["kind"]
-    img = np.empty((h, w, 3), np.uint8)
-    img[:] = np.array(design["base"], np.uint8)
     mask = None
     body_top = 0
     if kind == "bottle":
@@ -315,10 +311,12 @@ def _render_product(rng, design, w, h):
         rim = max(h // 20, 1)
         img[:rim] = (200, 200, 205)
         img[h - rim:] = (170, 170, 175)
+    return mask, body_top
 
-    # The label: a band, stripes, a logo and some text, in the design's colours.
-    y0 = body_top
-    body_h = h - body_top
+
+def _draw_label(rng, img, design, y0, w, h):
+    """Draws the label on ``img`` below row ``y0``: a band, stripes, a picture, a logo, text."""
+    body_h = h - y0
     if design["band"] is not None:
         by, bh = design["band"]
         cv2.rectangle(img, (0, y0 + int(body_h * by)), (w - 1, y0 + int(body_h * (by + bh))),
@@ -350,7 +348,9 @@ def _render_product(rng, design, w, h):
     if design["top_face"]:
         img[: max(h // 12, 2)] = np.clip(img[: max(h // 12, 2)].astype(np.int32) + 45, 0, 255)
 
-    sprite = img.astype(np.float32)
+
+def _shade(rng, sprite, kind, w, h):
+    """A cylinder's shading and specular stripe, or a bag's fold, on the float sprite."""
     if kind in ("can", "bottle", "jar"):
         # Cylinder shading and a specular stripe.
         u = (np.arange(w, dtype=np.float32) + 0.5) / w * 2.0 - 1.0
@@ -361,6 +361,22 @@ def _render_product(rng, design, w, h):
     elif kind == "bag":
         v = (np.arange(h, dtype=np.float32) + 0.5) / h
         sprite *= (0.85 + 0.15 * np.sin(v * np.pi))[:, None, None]
+    return sprite
+
+
+def _render_product(rng, design, w, h):
+    """
+    Returns:
+        sprite (np.ndarray): (h, w, 3) float32 BGR.
+        mask (np.ndarray or None): (h, w) bool, the product's pixels; None means all of them.
+            The mask touches all four sides, so the box (0, 0, w, h) is tight.
+    """
+    kind = design["kind"]
+    img = np.empty((h, w, 3), np.uint8)
+    img[:] = np.array(design["base"], np.uint8)
+    mask, body_top = _draw_shape(rng, img, design, w, h)
+    _draw_label(rng, img, design, body_top, w, h)
+    sprite = _shade(rng, img.astype(np.float32), kind, w, h)
     if mask is not None:
         mask = mask.astype(bool)
     return sprite, mask
