@@ -1,6 +1,8 @@
 import copy
+import logging
 import re
 import sys
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -244,7 +246,11 @@ def test_scale_jitter_from_config_only_in_training(record):
     names = [type(a).__name__ for a in GaussianDatasetMapper(cfg, False).augmentations.augs]
     assert names == ["ResizeShortestEdge"]
     cfg.INPUT.MIN_SIZE_TRAIN = (50, 60)
-    with pytest.raises(ValueError, match="one INPUT.MIN_SIZE_TRAIN"):
+    message = (
+        "INPUT.SCALE_JITTER needs a (min, max) pair and one INPUT.MIN_SIZE_TRAIN to jitter "
+        "around; got (0.5, 1.5) and (50, 60)"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         GaussianDatasetMapper(cfg, True)
 
 
@@ -582,3 +588,217 @@ def test_a_skipped_training_image_is_read_once(record, tmp_path, monkeypatch):
     mapper = _mapper([])
     assert mapper(bad) is None and mapper(bad) is None
     assert len(reads) == 1 and mapper.num_bad_images == 1
+
+
+def test_large_photos_decode_reduced_in_training_with_the_same_boxes(tmp_path):
+    """Training reads a photo 4x the input size at a quarter of its side; boxes are unchanged."""
+    yy, xx = np.mgrid[0:768, 0:1024]
+    photo = np.stack([xx % 256, yy % 256, (xx + yy) % 256], axis=-1).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "big.jpg"), photo[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+    record = {"file_name": str(tmp_path / "big.jpg"), "height": 768, "width": 1024, "image_id": 1,
+              "apply_exif": False, "annotations": [
+                  {"bbox": [100.0, 50.0, 300.5, 400.0], "bbox_mode": 0, "category_id": 0}]}
+    mapper = ShelfDatasetMapper(True, augmentations=[T.ResizeShortestEdge(192, 256)],
+                                image_format="BGR")
+    assert mapper._decode_reduction(record) == 4
+    import gaussian_retina.data.dataset_mapper as dataset_mapper
+
+    decoded = []
+    read = dataset_mapper.read_shelf_image
+    with mock.patch.object(dataset_mapper, "read_shelf_image",
+                           lambda *a, **k: decoded.append(read(*a, **k).shape) or read(*a, **k)):
+        reduced = mapper(record)
+    assert decoded == [(192, 256, 3)]  # the photo decoded at a quarter of its side
+    mapper._decode_reduction = lambda d: 1
+    full = mapper(record)
+    assert reduced["image"].shape == full["image"].shape == (3, 192, 256)
+    assert torch.equal(reduced["instances"].gt_boxes.tensor, full["instances"].gt_boxes.tensor)
+    np.testing.assert_allclose(reduced["instances"].gt_boxes.tensor[0].numpy(),
+                               [25, 12.5, 75.125, 100], rtol=1e-6)
+    diff = (reduced["image"].float() - full["image"].float()).abs().mean()
+    assert diff < 4.0  # two low-pass downscalings of the same photo
+    # Evaluation decodes in full, as the predict command does.
+    assert ShelfDatasetMapper(False, augmentations=[T.ResizeShortestEdge(192, 256)],
+                              image_format="BGR")._decode_reduction(record) == 1
+
+
+def _photo_record(h, w):
+    return {"file_name": "photo.jpg", "height": h, "width": w}
+
+
+@pytest.mark.parametrize(
+    "augs, hw, reduction",
+    [
+        # The largest of 8, 4, 2 whose decode still covers what the resize asks: 192/768 is 1/4.
+        ([T.ResizeShortestEdge(192, 256)], (768, 1024), 4),
+        ([T.ResizeShortestEdge(192, 256)], (1024, 768), 4),
+        ([T.ResizeShortestEdge(192, 256)], (1536, 2048), 8),
+        ([T.ResizeShortestEdge(192, 256)], (700, 900), 2),
+        ([T.ResizeShortestEdge(192, 256)], (300, 400), 1),
+        # The long side can be the one that binds: 256/1600 < 192/760.
+        ([T.ResizeShortestEdge(192, 256)], (760, 1600), 4),
+        # A range of sizes: the largest counts.
+        ([T.ResizeShortestEdge((96, 192), 256)], (1536, 2048), 8),
+        ([T.ResizeShortestEdge((192, 384), 512)], (1536, 2048), 4),
+        # Scale jitter: its largest scale counts.
+        ([ScaleJitterCrop(192, 256, 0.8, 1.0)], (1536, 2048), 8),
+        ([ScaleJitterCrop(192, 256, 0.8, 1.25)], (1536, 2048), 4),
+        # Flips and colour keep the size, wherever they are.
+        ([T.RandomFlip(), T.ResizeShortestEdge(192, 256), T.RandomBrightness(0.9, 1.1),
+          T.RandomContrast(0.9, 1.1), T.RandomSaturation(0.9, 1.1)], (1536, 2048), 8),
+        # An augmentation of unknown output size, two resizes, or none: read in full.
+        ([T.ResizeShortestEdge(192, 256), T.RandomCrop("absolute", (100, 100))], (1536, 2048), 1),
+        ([T.ResizeShortestEdge(192, 256), T.ResizeShortestEdge(96, 128)], (1536, 2048), 1),
+        ([T.RandomFlip()], (1536, 2048), 1),
+    ],
+)
+def test_the_decode_reduction_covers_the_training_input(augs, hw, reduction):
+    mapper = ShelfDatasetMapper(True, augmentations=augs, image_format="BGR")
+    assert mapper._decode_reduction(_photo_record(*hw)) == reduction
+
+
+def test_no_decode_reduction_in_evaluation_or_without_the_recorded_size():
+    augs = [T.ResizeShortestEdge(192, 256)]
+    train = ShelfDatasetMapper(True, augmentations=augs, image_format="BGR")
+    test = ShelfDatasetMapper(False, augmentations=augs, image_format="BGR")
+    assert test._decode_reduction(_photo_record(1536, 2048)) == 1
+    assert train._decode_reduction({"file_name": "photo.jpg", "height": 1536}) == 1
+    assert train._decode_reduction({"file_name": "photo.jpg", "width": 2048}) == 1
+
+
+def test_a_record_without_its_size_gets_the_decoded_one(record):
+    for is_train in (True, False):
+        mapper = ShelfDatasetMapper(is_train, augmentations=[], image_format="BGR")
+        out = mapper({k: v for k, v in record.items() if k not in ("height", "width")})
+        assert (out["height"], out["width"]) == (120, 200)
+    # Evaluation records of photos without annotations map too.
+    test = ShelfDatasetMapper(False, augmentations=[], image_format="BGR")
+    out = test({k: v for k, v in record.items() if k != "annotations"})
+    assert out["image"].shape == (3, 120, 200) and "annotations" not in out
+
+
+@pytest.mark.parametrize("image_format", ["BGR", "RGB"])
+def test_the_image_comes_in_the_models_format(record, image_format):
+    out = ShelfDatasetMapper(False, augmentations=[], image_format=image_format)(record)
+    bgr = cv2.imread(record["file_name"])
+    expected = bgr if image_format == "BGR" else bgr[:, :, ::-1]
+    np.testing.assert_array_equal(out["image"].numpy(), expected.transpose(2, 0, 1))
+
+
+def test_mapping_for_masks_leaves_the_record_as_it_was(record):
+    # One product with a mask of its own: the others get their box as a polygon, in the copy.
+    record["annotations"][0]["segmentation"] = [[20.0, 10.0, 60.0, 10.0, 40.0, 90.0]]
+    before = copy.deepcopy(record)
+    for mapper in (
+        _mapper([], cls=ShelfDatasetMapper, use_instance_mask=True),
+        ShelfDatasetMapper(True, augmentations=[], image_format="BGR", use_instance_mask=True,
+                           use_keypoint=False),
+    ):
+        out = mapper(record)
+        assert len(out["instances"].gt_masks) == len(BOXES)
+        assert record == before  # no box polygon left behind in the caller's annotations
+
+
+def _tagged_records(tmp_path, count):
+    records = []
+    for k in range(count):
+        path = str(tmp_path / f"shelf{k}.png")
+        cv2.imwrite(path, np.full((40, 60, 3), 10 * (k + 1), np.uint8))
+        records.append({"file_name": path, "height": 40, "width": 60, "image_id": k,
+                        "annotations": []})
+    return records
+
+
+def test_the_decoded_cache_keeps_each_file_its_own_image_up_to_its_size(tmp_path, monkeypatch):
+    import gaussian_retina.data.dataset_mapper as dataset_mapper
+
+    records = _tagged_records(tmp_path, 3)
+    reads = []
+    read = dataset_mapper.read_shelf_image
+    monkeypatch.setattr(dataset_mapper, "read_shelf_image",
+                        lambda d, *a, **k: reads.append(d["file_name"]) or read(d, *a, **k))
+    # Room for exactly two of the three images (40 x 60 x 3 bytes each).
+    mapper = ShelfDatasetMapper(True, augmentations=[], image_format="BGR",
+                                decoded_cache_mb=2 * 40 * 60 * 3 / 2**20)
+    for _ in range(2):
+        for k, r in enumerate(records):
+            assert int(mapper(r)["image"][0, 0, 0]) == 10 * (k + 1)
+    assert reads == [r["file_name"] for r in records] + [records[2]["file_name"]]
+
+
+def test_a_skipped_image_is_warned_once_and_blank_in_evaluation(record, tmp_path, caplog):
+    bad = dict(record, file_name=str(tmp_path / "broken.jpg"))
+    with open(bad["file_name"], "wb") as f:
+        f.write(b"\xff\xd8\xff\xe0 not really a jpeg")
+    logger = logging.getLogger("gaussian_retina.data.dataset_mapper")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="gaussian_retina.data.dataset_mapper"):
+            test = ShelfDatasetMapper(False, augmentations=[], image_format="BGR",
+                                      skip_bad_images=True)
+            first, second = test(bad), test(bad)
+    finally:
+        logger.removeHandler(caplog.handler)
+    messages = {r.getMessage() for r in caplog.records}
+    assert len(messages) == 1
+    assert next(iter(messages)).startswith(f"Skipping bad image (1 so far here): {bad['file_name']}")
+    for out in (first, second):
+        assert out["image"].dtype == torch.uint8 and out["image"].shape == (3, 120, 200)
+
+
+def test_the_mosaic_tiles_the_configured_share_of_images(record, tmp_path):
+    plain = ShelfDatasetMapper(True, augmentations=[], image_format="BGR")(record)["image"]
+    bad = dict(record, file_name=str(tmp_path / "broken.jpg"), bad_input_policy="skip")
+    with open(bad["file_name"], "wb") as f:
+        f.write(b"not an image")
+    # A pool holding a skipped image still gives four images to each mosaic.
+    pool = [record, bad]
+    for prob, low, high in ((0.0, 0, 0), (0.5, 60, 140), (1.0, 200, 200)):
+        mapper = ShelfDatasetMapper(True, augmentations=[], image_format="BGR",
+                                    mosaic_prob=prob, mosaic_pool=pool)
+        np.random.seed(0)
+        tiled = sum(not torch.equal(mapper(record)["image"], plain) for _ in range(200))
+        assert low <= tiled <= high, prob
+    # A skipped image is skipped, mosaic or not.
+    assert mapper(bad) is None
+
+
+def test_mapper_options_from_the_config():
+    cfg = get_config("synthetic/gln_R18.yaml", "INPUT.COLOR_JITTER", 0.3,
+                     "DATASETS.BAD_INPUT_POLICY", "skip")
+    # Detectron2's convention: a mapper made from a cfg alone is a training mapper.
+    for cls in (ShelfDatasetMapper, GaussianDatasetMapper):
+        assert cls(cfg, mosaic_pool=[{}]).is_train
+    mapper = GaussianDatasetMapper(cfg, True, mosaic_pool=[{}])
+    assert mapper.skip_bad_images
+    ranges = {type(a).__name__: (a.intensity_min, a.intensity_max)
+              for a in mapper.augmentations.augs if hasattr(a, "intensity_min")}
+    assert ranges == pytest.approx({"RandomBrightness": (0.7, 1.3), "RandomContrast": (0.7, 1.3),
+                                    "RandomSaturation": (0.7, 1.3)})
+    for policy in ("error", ""):
+        cfg.DATASETS.BAD_INPUT_POLICY = policy
+        assert not ShelfDatasetMapper(cfg, True, mosaic_pool=[{}]).skip_bad_images
+    g = cfg.MODEL.GAUSSIAN
+    g.OUT_STRIDE, g.TEMPLATE_SIZE, g.SIGMA, g.ACCUMULATE = 4, 60, 20.0, "max"
+    renderer = GaussianDatasetMapper(cfg, True, mosaic_pool=[{}]).gaussian_renderer
+    assert (renderer.stride, renderer.template_size, renderer.sigma, renderer.accumulate) == (
+        4, 60, 20.0, "max")
+
+
+def test_boxes_of_plain_lists_go_through_the_transforms_at_once(record):
+    calls = []
+
+    class Counting(T.Transform):
+        def apply_image(self, img):
+            return img
+
+        def apply_coords(self, coords):
+            calls.append(len(coords))
+            return coords
+
+    class Once(T.Augmentation):
+        def get_transform(self, image):
+            return Counting()
+
+    ShelfDatasetMapper(True, augmentations=[Once()], image_format="BGR")(record)
+    assert calls == [4 * len(BOXES)]  # four corners of every box, in one call

@@ -251,30 +251,3 @@ def test_train_net_eval_only_on_registered_photos_with_stale_exif(tmp_path):
     log = out.stdout + out.stderr
     assert "Dataset 'stale'" in log and "kept 2 images" in log
     assert "copypaste: AP,AP50,AP75" in log or "AR300" in log
-
-
-def test_large_photos_decode_reduced_in_training_with_the_same_boxes(tmp_path):
-    """Training reads a photo 4x the input size at a quarter of its side; boxes are unchanged."""
-    from detectron2.data import transforms as T
-
-    yy, xx = np.mgrid[0:768, 0:1024]
-    photo = np.stack([xx % 256, yy % 256, (xx + yy) % 256], axis=-1).astype(np.uint8)
-    Image.fromarray(photo).save(tmp_path / "big.jpg", quality=95)
-    record = {"file_name": str(tmp_path / "big.jpg"), "height": 768, "width": 1024, "image_id": 1,
-              "apply_exif": False, "annotations": [
-                  {"bbox": [100.0, 50.0, 300.5, 400.0], "bbox_mode": 0, "category_id": 0}]}
-    mapper = ShelfDatasetMapper(True, augmentations=[T.ResizeShortestEdge(192, 256)],
-                                image_format="BGR")
-    assert mapper._decode_reduction(record) == 4
-    reduced = mapper(record)
-    mapper._decode_reduction = lambda d: 1
-    full = mapper(record)
-    assert reduced["image"].shape == full["image"].shape == (3, 192, 256)
-    assert torch.equal(reduced["instances"].gt_boxes.tensor, full["instances"].gt_boxes.tensor)
-    np.testing.assert_allclose(reduced["instances"].gt_boxes.tensor[0].numpy(),
-                               [25, 12.5, 75.125, 100], rtol=1e-6)
-    diff = (reduced["image"].float() - full["image"].float()).abs().mean()
-    assert diff < 4.0  # two low-pass downscalings of the same photo
-    # Evaluation decodes in full, as the predict command does.
-    assert ShelfDatasetMapper(False, augmentations=[T.ResizeShortestEdge(192, 256)],
-                              image_format="BGR")._decode_reduction(record) == 1
