@@ -4,6 +4,7 @@ registered datasets, each cut to its first images when asked, with the ones that
 evaluated named and the others still scored.
 """
 
+import logging
 import uuid
 from collections import OrderedDict
 
@@ -46,11 +47,14 @@ class _Shifted(torch.nn.Module):
     def __init__(self, shift=0.0):
         super().__init__()
         self.shift = shift
+        self.input_sizes = set()
 
     def forward(self, batch):
         outputs = []
         for x in batch:
-            boxes = torch.tensor(BOXES[x["image_id"]]) + torch.tensor([self.shift, 0, self.shift, 0])
+            self.input_sizes.add(tuple(x["image"].shape))
+            boxes = torch.tensor(BOXES[x["image_id"]], dtype=torch.float32).reshape(-1, 4)
+            boxes = boxes + torch.tensor([self.shift, 0, self.shift, 0])
             instances = Instances((x["height"], x["width"]))
             instances.pred_boxes = Boxes(boxes)
             instances.scores = torch.linspace(0.9, 0.8, len(boxes))
@@ -89,7 +93,9 @@ def test_evaluate_all_scores_each_dataset_and_names_the_ones_it_cannot(dataset, 
     cfg = _cfg()
     cfg.TEST.DETECTIONS_PER_IMAGE = 300
     names = [f"{dataset}_unregistered", dataset, empty, broken]
-    rows, missing = evaluate_all(cfg, _Shifted(), names, str(tmp_path))
+    model = _Shifted()
+    rows, missing = evaluate_all(cfg, model, names, str(tmp_path))
+    assert model.input_sizes == {(3, 96, 128)}  # the test mapper's input, not training's
     assert list(rows) == [dataset]
     assert rows[dataset] == OrderedDict(
         [("AP", 100.0), ("AP50", 100.0), ("AP75", 100.0), ("AR300", 100.0), ("AR300@50", 100.0)]
@@ -118,3 +124,48 @@ def test_evaluate_all_scores_at_the_configs_detections_and_on_the_subset(dataset
     assert first_only["AR100"] == pytest.approx(35.0)
     assert first_only["AR100@50"] == pytest.approx(100.0)
     assert (tmp_path / f"{dataset}_first1").is_dir()
+
+
+def test_evaluate_all_logs_its_progress_and_reads_through_the_shelf_mapper(dataset, tmp_path,
+                                                                          caplog):
+    # A record whose photo is gone, under the "skip" policy: the shelf mapper feeds a blank
+    # image, so its product counts as missed instead of stopping the evaluation.
+    dicts = DatasetCatalog.get(dataset)
+    dicts.append(dict(dicts[1], file_name=str(tmp_path / "gone.png"), image_id=3,
+                      bad_input_policy="skip"))
+    BOXES[3] = []
+    logger = logging.getLogger("gaussian_retina.benchmark")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="gaussian_retina.benchmark"):
+            cfg = _cfg()
+            cfg.TEST.DETECTIONS_PER_IMAGE = 300
+            rows, _ = evaluate_all(cfg, _Shifted(), [f"{dataset}_unregistered", dataset],
+                                   str(tmp_path), max_images=None)
+    finally:
+        logger.removeHandler(caplog.handler)
+        del BOXES[3]
+    # Seen once through the handler and, where the logger propagates, once more through the root.
+    assert list(dict.fromkeys(r.getMessage() for r in caplog.records)) == [
+        f"[1/2] {dataset}_unregistered: missing (KeyError: 'not registered')",
+        f"[2/2] {dataset}: 3 of 3 images",
+    ]
+    # Three of the four products found: the one on the missing photo is missed.
+    assert rows[dataset]["AR300"] == pytest.approx(75.0)
+
+
+def test_a_dataset_without_boxes_gives_a_row_of_nan(tmp_path):
+    name = f"test_evaluate_all_empty_{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "shelf.png"
+    write_image(path, 128, 96)
+    DatasetCatalog.register(name, lambda: [{"file_name": str(path), "image_id": 1, "height": 96,
+                                            "width": 128, "annotations": []}])
+    MetadataCatalog.get(name).set(thing_classes=["object"])
+    try:
+        BOXES[1], saved = [], BOXES[1]
+        rows, missing = evaluate_all(_cfg(), _Shifted(), [name], str(tmp_path))
+    finally:
+        BOXES[1] = saved
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    assert not missing and all(v != v for v in rows[name].values())
