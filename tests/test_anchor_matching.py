@@ -38,6 +38,23 @@ def test_same_as_detectron2_matcher_on_random_boxes(low_quality):
             assert torch.equal(labels, expected[1]), (trial, max_pairs)
 
 
+@pytest.mark.parametrize("low_quality", [True, False])
+def test_same_as_detectron2_matcher_when_no_anchor_fits_or_there_are_no_boxes(low_quality):
+    # Anchors far smaller than every box: no IoU reaches the thresholds, so only the low-quality
+    # matches (when allowed) make positives. And an image without boxes: all background.
+    matcher = Matcher([0.4, 0.5], [0, -1, 1], allow_low_quality_matches=low_quality)
+    gen = torch.Generator().manual_seed(1)
+    xy = torch.rand(500, 2, generator=gen) * 200
+    anchors = Boxes(torch.cat([xy, xy + 4], dim=1))
+    for gt in (Boxes(torch.tensor([[10.0, 10.0, 110.0, 110.0], [50.0, 80.0, 190.0, 200.0]])),
+               Boxes(torch.zeros(0, 4))):
+        expected = matcher(pairwise_iou(gt, anchors))
+        for max_pairs in (100, None):
+            matches, labels = match_anchors(matcher, gt, anchors, max_pairs)
+            assert torch.equal(matches, expected[0]) and torch.equal(labels, expected[1])
+    assert (expected[1] == 0).all()
+
+
 def _shelf_instances(rows, cols, h, w):
     """rows x cols touching boxes filling an h x w image, as on a shelf."""
     ys = torch.linspace(0, h, rows + 1)

@@ -590,17 +590,19 @@ def test_a_skipped_training_image_is_read_once(record, tmp_path, monkeypatch):
     assert len(reads) == 1 and mapper.num_bad_images == 1
 
 
-def test_large_photos_decode_reduced_in_training_with_the_same_boxes(tmp_path):
-    """Training reads a photo 4x the input size at a quarter of its side; boxes are unchanged."""
-    yy, xx = np.mgrid[0:768, 0:1024]
+@pytest.mark.parametrize("height, width, reduction", [(768, 1024, 4), (480, 640, 2)])
+def test_large_photos_decode_reduced_in_training_with_the_same_boxes(tmp_path, height, width,
+                                                                     reduction):
+    """Training reads a photo larger than its input at a fraction of its side; same boxes."""
+    yy, xx = np.mgrid[0:height, 0:width]
     photo = np.stack([xx % 256, yy % 256, (xx + yy) % 256], axis=-1).astype(np.uint8)
     cv2.imwrite(str(tmp_path / "big.jpg"), photo[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
-    record = {"file_name": str(tmp_path / "big.jpg"), "height": 768, "width": 1024, "image_id": 1,
-              "apply_exif": False, "annotations": [
+    record = {"file_name": str(tmp_path / "big.jpg"), "height": height, "width": width,
+              "image_id": 1, "apply_exif": False, "annotations": [
                   {"bbox": [100.0, 50.0, 300.5, 400.0], "bbox_mode": 0, "category_id": 0}]}
     mapper = ShelfDatasetMapper(True, augmentations=[T.ResizeShortestEdge(192, 256)],
                                 image_format="BGR")
-    assert mapper._decode_reduction(record) == 4
+    assert mapper._decode_reduction(record) == reduction
     import gaussian_retina.data.dataset_mapper as dataset_mapper
 
     decoded = []
@@ -608,13 +610,13 @@ def test_large_photos_decode_reduced_in_training_with_the_same_boxes(tmp_path):
     with mock.patch.object(dataset_mapper, "read_shelf_image",
                            lambda *a, **k: decoded.append(read(*a, **k).shape) or read(*a, **k)):
         reduced = mapper(record)
-    assert decoded == [(192, 256, 3)]  # the photo decoded at a quarter of its side
+    assert decoded == [(height // reduction, width // reduction, 3)]
     mapper._decode_reduction = lambda d: 1
     full = mapper(record)
     assert reduced["image"].shape == full["image"].shape == (3, 192, 256)
     assert torch.equal(reduced["instances"].gt_boxes.tensor, full["instances"].gt_boxes.tensor)
     np.testing.assert_allclose(reduced["instances"].gt_boxes.tensor[0].numpy(),
-                               [25, 12.5, 75.125, 100], rtol=1e-6)
+                               np.array([100, 50, 300.5, 400]) * 192 / height, rtol=1e-6)
     diff = (reduced["image"].float() - full["image"].float()).abs().mean()
     assert diff < 4.0  # two low-pass downscalings of the same photo
     # Evaluation decodes in full, as the predict command does.
@@ -637,6 +639,11 @@ def _photo_record(h, w):
         ([T.ResizeShortestEdge(192, 256)], (300, 400), 1),
         # The long side can be the one that binds: 256/1600 < 192/760.
         ([T.ResizeShortestEdge(192, 256)], (760, 1600), 4),
+        # Sides whose two ratios fall either side of 1/4: the smaller one decides.
+        ([T.ResizeShortestEdge(192, 256)], (800, 985), 4),
+        ([T.ResizeShortestEdge(192, 256)], (738, 1067), 4),
+        ([ScaleJitterCrop(192, 256, 0.8, 1.0)], (800, 985), 4),
+        ([ScaleJitterCrop(192, 256, 0.8, 1.0)], (738, 1067), 4),
         # A range of sizes: the largest counts.
         ([T.ResizeShortestEdge((96, 192), 256)], (1536, 2048), 8),
         ([T.ResizeShortestEdge((192, 384), 512)], (1536, 2048), 4),
