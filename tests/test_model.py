@@ -104,7 +104,9 @@ def test_inference_is_retinanet_with_the_same_weights(arch):
 
 
 def test_eval_does_not_run_the_branch_unless_asked():
+    assert build_model(_cfg(**{"MODEL.GAUSSIAN.RETURN_MAP_AT_TEST": True})).return_gaussian_map
     model = build_model(_cfg()).eval()
+    assert not model.return_gaussian_map
     calls = []
     model.gaussian_branch.register_forward_hook(lambda *args: calls.append(1))
     inputs = [{"image": _input([])["image"]}]

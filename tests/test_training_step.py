@@ -116,16 +116,22 @@ def test_detection_losses_are_retinanets_times_their_weights():
 
 
 def test_step_logs_the_positive_pixels_per_image():
-    cfg = _cfg("synthetic/gln_R18.yaml", "MODEL.GAUSSIAN.POS_THRESH", 0.7)
+    cfg = _cfg("synthetic/gln_R18.yaml", "MODEL.GAUSSIAN.POS_THRESH", 0.5)
     batch = _batch()
+    # Pixels exactly at the threshold are positives (the loss mines target >= pos thresh).
+    batch[0]["gaussian_map"][0, :3] = 0.5
     storage = EventStorage()
     _step(cfg, batch, storage)
-    positives = sum(int((x["gaussian_map"] >= 0.7).sum()) for x in batch)
-    assert positives > 0
+    positives = sum(int((x["gaussian_map"] >= 0.5).sum()) for x in batch)
+    assert positives > sum(int((x["gaussian_map"] > 0.5).sum()) for x in batch)
     assert storage.latest()["gaussian/pos_pixels"][0] == pytest.approx(positives / 2)
 
 
 def test_targets_at_another_stride_are_an_error():
     cfg = _cfg("synthetic/gln_R18.yaml", "MODEL.GAUSSIAN.OUT_STRIDE", 4)
-    with pytest.raises(ValueError, match="OUT_STRIDE must equal the stride"):
+    message = (
+        r"^Gaussian targets \(56, 104\) do not match the predicted map \(32, 56\): "
+        r"MODEL\.GAUSSIAN\.OUT_STRIDE must equal the stride the dataset mapper rendered with\.$"
+    )
+    with pytest.raises(ValueError, match=message):
         _step(cfg, _batch())  # the batch's maps are rendered at stride 2
