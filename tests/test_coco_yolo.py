@@ -1,16 +1,23 @@
 """
 The COCO json and YOLO label parsers on their own: the table each gives (ids, sizes, boxes in
-absolute XYXY, locations) and the problem each malformed entry is reported as.
+absolute XYXY, locations) and the problem each malformed entry is reported as; and the YOLO
+writer's rows and files.
 """
 
 import json
+import os
 
 import numpy as np
 import pytest
 
 from common import write_image
 from gaussian_retina.shelves.bad_input import AnnotationError, InputReport
-from gaussian_retina.shelves.coco_yolo import parse_coco_json, parse_yolo_labels
+from gaussian_retina.shelves.coco_yolo import (
+    parse_coco_json,
+    parse_yolo_labels,
+    write_yolo_split,
+    yolo_label_rows,
+)
 
 
 def _report(path):
@@ -344,3 +351,51 @@ def test_yolo_image_folder_absent_or_label_folder_absent(tmp_path):
         ("line 1", "image named but missing")]
     with pytest.raises(FileNotFoundError, match=r"^YOLO label folder not found: .*nope$"):
         parse_yolo_labels(str(tmp_path / "nope"), str(tmp_path), _report(labels))
+
+
+def _record(boxes, h=40, w=60, **extra):
+    annotations = [{"bbox": b, "bbox_mode": 0, "category_id": 0, **k} for b, k in boxes]
+    return {"file_name": "a.jpg", "height": h, "width": w, "annotations": annotations, **extra}
+
+
+def test_yolo_rows_clip_to_the_image_and_leave_out_crowds_and_empty_boxes():
+    record = _record([
+        ([0, 0, 10, 10], {"iscrowd": 1}),  # a crowd box first: left out, the rest still written
+        ([-5, 0, 0.5, 10], {}),  # ends half a pixel into the image: a sliver at the left edge
+        ([0, -5, 10, 0.5], {}),  # the same at the top
+        ([10, 0, 10, 10], {}),  # no width
+        ([20, 30, 30, 30], {}),  # no height
+        ([59.5, 39.5, 70, 50], {}),  # half a pixel in from the bottom-right corner
+    ])
+    assert yolo_label_rows(record) == [
+        "0 0.004167 0.125000 0.008333 0.250000",
+        "0 0.083333 0.006250 0.166667 0.012500",
+        "0 0.995833 0.993750 0.008333 0.012500",
+    ]
+    assert yolo_label_rows({"file_name": "b.jpg", "height": 40, "width": 60}) == []
+
+
+def test_yolo_split_refuses_rotated_photos_whose_boxes_fit_raw_pixels(tmp_path):
+    turned, plain = tmp_path / "turned.jpg", tmp_path / "plain.jpg"
+    write_image(turned, 60, 40, orientation=6)
+    write_image(plain, 60, 40)
+    box = [([1, 2, 10, 20], {})]
+    raw = _record(box, file_name=str(turned), apply_exif=False)
+    with pytest.raises(ValueError, match=f"^{turned}: EXIF-rotated image; boxes fit raw pixels$"):
+        write_yolo_split([raw], tmp_path / "yolo", "train")
+    # Boxes that fit the rotated view, or a photo without a rotation, are written.
+    ok = [_record(box, file_name=str(turned)), _record(box, file_name=str(turned), apply_exif=True),
+          _record(box, file_name=str(plain), apply_exif=False)]
+    for k, record in enumerate(ok):
+        assert write_yolo_split([record], tmp_path / f"yolo{k}", "train") == (1, 1)
+
+
+def test_yolo_split_points_an_old_link_at_the_new_photo(tmp_path):
+    first, second = tmp_path / "one" / "a.jpg", tmp_path / "two" / "a.jpg"
+    write_image(first, 60, 40)
+    write_image(second, 60, 40)
+    root = tmp_path / "yolo"
+    write_yolo_split([_record([([1, 2, 10, 20], {})], file_name=str(first))], root, "train")
+    write_yolo_split([_record([([1, 2, 10, 20], {})], file_name=str(second))], root, "train")
+    assert os.readlink(root / "images" / "train" / "a.jpg") == str(second)
+    assert sorted(os.listdir(root / "labels" / "train")) == ["a.txt"]
