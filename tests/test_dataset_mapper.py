@@ -399,7 +399,8 @@ def test_mosaic_pads_a_quadrant_larger_than_its_image():
     cx = int((image[0, 0] == 10).sum())
     cy = int((image[0, :, 0] == 10).sum())
     assert (image[:, 0:8, cx : cx + 6] == 20).all()
-    assert (image[:, cy : cy + 8, 0:6] == 40).all() and (image[:, cy : cy + 8, cx : cx + 6] == 60).all()
+    assert (image[:, cy : cy + 8, 0:6] == 40).all()
+    assert (image[:, cy : cy + 8, cx : cx + 6] == 60).all()
     # Everything else in those three quadrants is padding.
     assert int((image[0] == 7).sum()) == 60 * 80 - cx * cy - 3 * 8 * 6
 
@@ -748,7 +749,8 @@ def test_a_skipped_image_is_warned_once_and_blank_in_evaluation(record, tmp_path
         logger.removeHandler(caplog.handler)
     messages = {r.getMessage() for r in caplog.records}
     assert len(messages) == 1
-    assert next(iter(messages)).startswith(f"Skipping bad image (1 so far here): {bad['file_name']}")
+    expected = f"Skipping bad image (1 so far here): {bad['file_name']}"
+    assert next(iter(messages)).startswith(expected)
     for out in (first, second):
         assert out["image"].dtype == torch.uint8 and out["image"].shape == (3, 120, 200)
 

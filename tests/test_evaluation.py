@@ -181,7 +181,9 @@ def test_paper_row_is_logged(tmp_path, use_fast_impl, max_dets):
     assert len(rows) == 1
     title, header, _, values = rows[0].splitlines()[:4]
     api = "unofficial C++" if use_fast_impl else "official"
-    assert title == f"bbox results in the paper's columns ({max_dets} detections per image, {api} COCO API):"
+    assert title == (
+        f"bbox results in the paper's columns ({max_dets} detections per image, {api} COCO API):"
+    )
     assert [h.strip() for h in header.strip("|").split("|")] == paper_metric_names(max_dets)
     assert float(values.strip("|").split("|")[3]) == pytest.approx(HAND_EXPECTED["AR300"], abs=1e-3)
 
