@@ -41,7 +41,7 @@ MODULES = {
     "data/scale_jitter.py": ["test_dataset_mapper.py"],
     "modeling/gaussian_loss.py": ["test_gaussian_loss.py", "test_model.py", "test_training_step.py"],
     "modeling/gaussian_branch.py": ["test_gaussian_branch.py", "test_model.py"],
-    "modeling/meta_arch.py": ["test_model.py", "test_training_step.py"],
+    "modeling/meta_arch.py": ["test_model.py", "test_training_step.py", "test_box_voting.py"],
     "modeling/anchor_matching.py": ["test_anchor_matching.py"],
     "modeling/backbone.py": ["test_model.py", "test_anchor_matching.py"],
     "modeling/box_voting.py": ["test_box_voting.py"],
