@@ -193,6 +193,56 @@ def test_calibration_is_cached_by_weights_and_dataset(tmp_path, model, monkeypat
             )
 
 
+def test_calibration_picks_the_thresholds_of_least_count_error(tmp_path, model, monkeypatch):
+    from detectron2.data import DatasetCatalog
+
+    from gaussian_retina.data.image_reader import read_shelf_image
+    from gaussian_retina.inference.calibration import calibration_cache_dir
+    from gaussian_retina.inference.counting import (
+        calibrate_threshold,
+        count_detections,
+        count_map_peaks,
+    )
+
+    predictor = _predictor(model)
+    with tiny_synthetic_split("calib_values", tmp_path / "data", TINY_SCENE_PARAMS, 3):
+        records = DatasetCatalog.get("calib_values")
+        preds = [predictor([read_shelf_image(r, "BGR")])[0] for r in records]
+        true = [len(r["annotations"]) for r in records]
+        thr, mae = calibrate_threshold([p.all_scores for p in preds], true, count_detections)
+        pthr, pmae = calibrate_threshold([p.gaussian_map for p in preds], true, count_map_peaks)
+        monkeypatch.setenv("GAUSSIAN_RETINA_CACHE", str(tmp_path / "cache"))
+        out = calibrate_counts(predictor, "calib_values", "BGR", progress=False)
+    assert out == {"dataset": "calib_values", "images": 3, "count_threshold": thr,
+                   "count_mae": round(mae, 3), "peak_threshold": pthr,
+                   "peak_mae": round(pmae, 3), "cached": False}
+    # Without the weights' path nothing is cached; the cache's place comes from the environment.
+    assert calibration_cache_dir() == tmp_path / "cache" and not (tmp_path / "cache").exists()
+    monkeypatch.delenv("GAUSSIAN_RETINA_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert calibration_cache_dir() == tmp_path / "home" / ".cache" / "gaussian_retina"
+
+
+def test_calibration_of_another_dataset_or_none(tmp_path, model):
+    from detectron2.data import DatasetCatalog
+
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"weights")
+    predictor = _predictor(model)
+    cache = tmp_path / "c"
+    with tiny_synthetic_split("calib_a", tmp_path / "a", TINY_SCENE_PARAMS, 2):
+        calibrate_counts(predictor, "calib_a", "BGR", weights=str(weights), cache_dir=cache)
+    with tiny_synthetic_split("calib_b", tmp_path / "b", TINY_SCENE_PARAMS, 2, seed=4):
+        other = calibrate_counts(predictor, "calib_b", "BGR", weights=str(weights), cache_dir=cache)
+    assert not other["cached"] and len(list(cache.iterdir())) == 2
+    DatasetCatalog.register("calib_empty", lambda: [])
+    try:
+        with pytest.raises(ValueError, match="^the calibration set calib_empty has no images$"):
+            calibrate_counts(predictor, "calib_empty", "BGR")
+    finally:
+        DatasetCatalog.remove("calib_empty")
+
+
 def _args(*extra):
     config = str(ROOT / "configs/synthetic/gln_R18.yaml")
     return ["--config-file", config, "--weights", "w.pth", "--input", "x", "--output", "o", *extra]
