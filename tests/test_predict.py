@@ -4,6 +4,7 @@ counts, the predictor on a random-init model, and the command on a folder with a
 """
 
 import json
+import logging
 import math
 import shutil
 
@@ -323,7 +324,7 @@ def test_rescoring_multiplies_each_score_by_the_map_at_its_centre():
 
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real shelf data not found at {SHARED_DATA}")
-def test_predict_command_skips_a_truncated_photo(tmp_path, capfd):
+def test_predict_command_skips_a_truncated_photo(tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
     good = SHARED_DATA / "tobacco_shelves/images/C4_P04_N2_S2_1.JPG"  # the smallest, 3 MP
@@ -333,35 +334,44 @@ def test_predict_command_skips_a_truncated_photo(tmp_path, capfd):
     weights = tmp_path / "random.pth"
     torch.save({"model": model.state_dict()}, weights)
     out = tmp_path / "out"
-    main(
-        [
-            "--config-file",
-            str(ROOT / "configs/synthetic/gln_R18.yaml"),
-            "--weights",
-            str(weights),
-            "--input",
-            str(photos),
-            "--output",
-            str(out),
-            "--device",
-            "cpu",
-            "--count-threshold",
-            "0.01",
-            "--conf",
-            "0",
-            "--peak-threshold",
-            "0.5",
-            "--tiling",
-            "1600x1155",
-            "--overlay",
-            "--overlay-max-side",
-            "256",
-            "--no-progress",
-            "--opts",
-            "MODEL.RETINANET.SCORE_THRESH_TEST",
-            "0.0",
-        ]
-    )
+    # The command's log, read from its logger: the stream that Detectron2's setup_logger bound
+    # on its first call may belong to an earlier test's capture.
+    records = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append
+    logging.getLogger("gaussian_retina").addHandler(handler)
+    try:
+        main(
+            [
+                "--config-file",
+                str(ROOT / "configs/synthetic/gln_R18.yaml"),
+                "--weights",
+                str(weights),
+                "--input",
+                str(photos),
+                "--output",
+                str(out),
+                "--device",
+                "cpu",
+                "--count-threshold",
+                "0.01",
+                "--conf",
+                "0",
+                "--peak-threshold",
+                "0.5",
+                "--tiling",
+                "1600x1155",
+                "--overlay",
+                "--overlay-max-side",
+                "256",
+                "--no-progress",
+                "--opts",
+                "MODEL.RETINANET.SCORE_THRESH_TEST",
+                "0.0",
+            ]
+        )
+    finally:
+        logging.getLogger("gaussian_retina").removeHandler(handler)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["photos_done"] == 1 and summary["photos_skipped"] == 1
     assert summary["skipped"][0]["file"].endswith("cut.jpg")
@@ -369,7 +379,7 @@ def test_predict_command_skips_a_truncated_photo(tmp_path, capfd):
         "cut.jpg" in summary["skipped"][0]["reason"]
         and "truncated" in summary["skipped"][0]["reason"]
     )
-    printed = "".join(capfd.readouterr())
+    printed = "\n".join(r.getMessage() for r in records)
     assert "cut.jpg: truncated JPEG" in printed and "1 skipped" in printed
     photo = summary["photos"][0]
     assert photo["image_size"] == [1155, 2816] and "tiles" in photo["tiling"]

@@ -6,14 +6,19 @@ detection cap, the calibration cache, devices and a missing input.
 """
 
 import json
+import logging
+import os
+import shutil
 
 import cv2
 import numpy as np
 import pytest
 import torch
 from common import ROOT, TINY_SCENE_PARAMS, get_config, tiny_synthetic_split
+from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 
+from gaussian_retina.data.image_reader import read_shelf_image
 from gaussian_retina.inference import (
     ShelfPredictor,
     calibrate_counts,
@@ -24,6 +29,12 @@ from gaussian_retina.inference import (
     read_detections_csv,
     run_prediction,
     write_detections_csv,
+)
+from gaussian_retina.inference.calibration import calibration_cache_dir
+from gaussian_retina.inference.counting import (
+    calibrate_threshold,
+    count_detections,
+    count_map_peaks,
 )
 from gaussian_retina.predict import get_parser, main, setup_cfg
 
@@ -194,16 +205,6 @@ def test_calibration_is_cached_by_weights_and_dataset(tmp_path, model, monkeypat
 
 
 def test_calibration_picks_the_thresholds_of_least_count_error(tmp_path, model, monkeypatch):
-    from detectron2.data import DatasetCatalog
-
-    from gaussian_retina.data.image_reader import read_shelf_image
-    from gaussian_retina.inference.calibration import calibration_cache_dir
-    from gaussian_retina.inference.counting import (
-        calibrate_threshold,
-        count_detections,
-        count_map_peaks,
-    )
-
     predictor = _predictor(model)
     with tiny_synthetic_split("calib_values", tmp_path / "data", TINY_SCENE_PARAMS, 3):
         records = DatasetCatalog.get("calib_values")
@@ -223,18 +224,48 @@ def test_calibration_picks_the_thresholds_of_least_count_error(tmp_path, model, 
     assert calibration_cache_dir() == tmp_path / "home" / ".cache" / "gaussian_retina"
 
 
-def test_calibration_of_another_dataset_or_none(tmp_path, model):
-    from detectron2.data import DatasetCatalog
-
+def test_calibration_is_cached_apart_per_checkpoint_dataset_and_settings(tmp_path, model, capsys,
+                                                                         caplog):
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"weights")
+    twin = tmp_path / "elsewhere" / "w.pth"  # the same bytes and time at another path
+    twin.parent.mkdir()
+    shutil.copy2(weights, twin)
+    os.utime(twin, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns))
     predictor = _predictor(model)
-    cache = tmp_path / "c"
+    cache = tmp_path / "deep" / "cache"  # made with its parents
+    runs = []
     with tiny_synthetic_split("calib_a", tmp_path / "a", TINY_SCENE_PARAMS, 2):
-        calibrate_counts(predictor, "calib_a", "BGR", weights=str(weights), cache_dir=cache)
+        for w, p in ((weights, predictor), (weights, predictor), (twin, predictor),
+                     ("detectron2://a.pkl", predictor), ("detectron2://b.pkl", predictor),
+                     (weights, _predictor(model, rescore_alpha=0.0))):
+            runs.append(calibrate_counts(p, "calib_a", "BGR", weights=str(w), cache_dir=cache,
+                                         progress=False)["cached"])
     with tiny_synthetic_split("calib_b", tmp_path / "b", TINY_SCENE_PARAMS, 2, seed=4):
-        other = calibrate_counts(predictor, "calib_b", "BGR", weights=str(weights), cache_dir=cache)
-    assert not other["cached"] and len(list(cache.iterdir())) == 2
+        runs.append(calibrate_counts(predictor, "calib_b", "BGR", weights=str(weights),
+                                     cache_dir=cache, progress=False)["cached"])
+    assert runs == [False, True, False, False, False, False, False]
+    assert len(list(cache.iterdir())) == 6
+    # The bar names the set and counts its images; a cached result says where it came from.
+    logger = logging.getLogger("gaussian_retina.predict")
+    logger.addHandler(caplog.handler)
+    assert "calibrating" not in capsys.readouterr().err  # progress=False: no bar
+    try:
+        with tiny_synthetic_split("calib_b", tmp_path / "b", TINY_SCENE_PARAMS, 2, seed=4):
+            with caplog.at_level(logging.INFO, logger="gaussian_retina.predict"):
+                calibrate_counts(predictor, "calib_b", "BGR", weights=str(weights),
+                                 cache_dir=cache)
+            calibrate_counts(predictor, "calib_b", "BGR", progress=True)
+    finally:
+        logger.removeHandler(caplog.handler)
+    cached = [r.getMessage() for r in caplog.records]
+    assert cached and cached[0].startswith(f"Count calibration on calib_b read from {cache}")
+    err = capsys.readouterr().err
+    assert "calibrating on calib_b: 100%" in err and "2/2" in err and "image" in err
+
+
+def test_calibration_of_an_empty_dataset(model):
+    predictor = _predictor(model)
     DatasetCatalog.register("calib_empty", lambda: [])
     try:
         with pytest.raises(ValueError, match="^the calibration set calib_empty has no images$"):

@@ -30,8 +30,11 @@ def calibration_cache_dir() -> Path:
 def _cache_key(predictor, dataset_name: str, records, weights: Optional[str]) -> str:
     w = Path(weights) if weights else None
     key = {
+        # A local checkpoint by its file; anything else (a URL, a model zoo name) by its name.
         "weights": (
-            [str(w.resolve()), w.stat().st_size, w.stat().st_mtime_ns] if w and w.is_file() else None
+            [str(w.resolve()), w.stat().st_size, w.stat().st_mtime_ns]
+            if w and w.is_file()
+            else weights
         ),
         "dataset": [
             dataset_name,
@@ -40,7 +43,7 @@ def _cache_key(predictor, dataset_name: str, records, weights: Optional[str]) ->
             [r["file_name"] for r in records[:1] + records[-1:]],
         ],
         "predictor": predictor.settings(),
-        "version": 2,
+        "version": 3,
     }
     return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
