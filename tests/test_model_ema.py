@@ -39,8 +39,15 @@ def test_average_follows_the_weights_with_a_ramped_decay():
     fresh = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
     other.copy_to(fresh)
     torch.testing.assert_close(fresh.state_dict(), ema.state)
-    with pytest.raises(ValueError, match="MODEL_EMA.DECAY"):
-        ModelEMA(model, decay=1.0)
+    for decay in (1.0, -0.1):
+        with pytest.raises(ValueError, match=rf"^MODEL_EMA.DECAY must be in \[0, 1\), got {decay}$"):
+            ModelEMA(model, decay=decay)
+    # Decay 0 is no average: the weights themselves at every update.
+    copy = ModelEMA(model, decay=0.0)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    copy.update(model)
+    torch.testing.assert_close(copy.state["0.weight"], model.state_dict()["0.weight"])
 
 
 def test_training_ends_with_the_average_and_resumes_it(tiny_training_split, tmp_path):
