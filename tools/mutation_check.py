@@ -58,7 +58,7 @@ MODULES = {
     "inference/counting.py": ["test_predict.py", "test_counting.py"],
     "inference/writers.py": ["test_predict.py", "test_evaluation.py", "test_writers.py"],
     "inference/calibration.py": ["test_counting.py", "test_predict_run.py"],
-    "inference/run_outputs.py": ["test_predict_run.py"],
+    "inference/run_outputs.py": ["test_run_outputs.py", "test_predict_run.py"],
     "engine/model_ema.py": ["test_model_ema.py"],
 }
 
