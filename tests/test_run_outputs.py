@@ -131,3 +131,36 @@ def test_a_run_resumes_only_with_the_settings_it_was_made_with(tmp_path):
     RunOutputs(fresh, SETTINGS)
     RunOutputs(fresh, changed)
     assert json.loads((fresh / "run.json").read_text()) == changed
+
+
+def test_files_as_the_run_goes_and_the_journals_rounding(tmp_path):
+    out = tmp_path / "out"
+    outputs = RunOutputs(out, SETTINGS, class_names=("pack", "carton"), coco_every_s=0.0)
+    (out / "counts.csv").touch()  # left empty by a stop before the first row: still a header
+    outputs.add_photo(_photo("aisle/shelf1/b", [[1.234, 2.0, 10.0, 20.0]], [0.912345],
+                             {"detections": 1, "products": 2}, classes=[1], seconds=0.1234))
+    first = _photo("shelf2/a", [[0.0, 0.0, 5.5, 6.0]], [0.8], {"detections": 1})
+    del first["seconds"]  # neither a time nor a product count: both count as 0
+    outputs.add_photo(first)
+    # Before the run ends: each photo's CSV in its own folder, and the run's files growing.
+    assert (out / "detections" / "aisle" / "shelf1" / "b.csv").is_file()
+    assert (out / "detections.csv").read_text().splitlines() == [
+        "aisle/shelf1/b.jpg,1,2,10,20,carton,60,40,0.9123",
+        "shelf2/a.jpg,0,0,6,6,pack,60,40,0.8000",
+    ]
+    assert (out / "counts.csv").read_text().splitlines() == [
+        "image_name,detections,products",
+        "aisle/shelf1/b.jpg,1,2",
+        "shelf2/a.jpg,1",
+    ]
+    # The journal keeps boxes to the hundredth of a pixel and scores to five decimals.
+    assert outputs.records["aisle/shelf1/b"]["boxes"] == [[1.23, 2.0, 10.0, 20.0]]
+    assert outputs.records["aisle/shelf1/b"]["scores"] == [0.91234]
+    for _ in range(2):
+        outputs.checkpoint(["aisle/shelf1/b", "shelf2/a"], {})
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["products_total"], summary["seconds_total"]) == (2, 0.12)
+    assert summary["seconds_per_photo"] == 0.062
+    one = RunOutputs(tmp_path / "one", SETTINGS)
+    one.add_photo(_photo("c", [[0.0, 0.0, 5.0, 5.0]], [0.5], {"products": 1}, seconds=0.1234))
+    assert one.finish(["c"], {})["seconds_per_photo"] == 0.123
