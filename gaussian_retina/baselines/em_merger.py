@@ -200,7 +200,8 @@ def _em_merge_numpy(
 
     # Step 4: hard EM per region.
     mu_g, cov_g, mass = _fit_clusters(
-        centers[det_idx], sigma[det_idx] ** 2, weights[det_idx], region, k, em_max_iter, em_epsilon
+        centers[det_idx], sigma[det_idx] ** 2, weights[det_idx], region, n_per_region, k,
+        em_max_iter, em_epsilon,
     )
 
     # Step 5: nested clusters pruned.
@@ -223,15 +224,14 @@ def _em_merge_numpy(
     return reps[keep].astype(np.int64)
 
 
-def _fit_clusters(mu_t, var_t, weights, region, k, em_max_iter, em_epsilon):
+def _fit_clusters(mu_t, var_t, weights, region, n_per_region, k, em_max_iter, em_epsilon):
     """
-    k[j] Gaussians fitted by hard EM to the detections' Gaussians (means ``mu_t``, variances
-    ``var_t``) of each region j, the detections grouped by region. Returns the clusters' means,
-    covariances and masses (in units of detection scores, comparable across regions).
+    k[j] Gaussians fitted by hard EM to the n_per_region[j] detections' Gaussians (means
+    ``mu_t``, variances ``var_t``) of each region j, the detections grouped by region. Returns
+    the clusters' means, covariances and masses (in units of detection scores, comparable across
+    regions).
     """
-    num_regions = len(k)
-    n_per_region = np.bincount(region, minlength=num_regions)
-    alpha = weights / np.bincount(region, weights=weights, minlength=num_regions)[region]
+    alpha = weights / np.bincount(region, weights=weights, minlength=len(k))[region]
     cluster_offset = np.concatenate([[0], np.cumsum(k)])
     init = _agglomerative_init(mu_t, region, n_per_region, k, cluster_offset)
     _, mu_g, cov_g = _moments(init, alpha, mu_t, var_t, cluster_offset[-1])

@@ -232,7 +232,8 @@ def run_prediction(
             shown = pred.scores >= conf
             if overlay:
                 rgb = image[:, :, ::-1] if input_format == "BGR" else image
-                _write_overlay(rgb, pred, thr, Path(output_dir) / "overlays" / f"{name}.png", overlay_max_side)
+                path = Path(output_dir) / "overlays" / f"{name}.png"
+                _write_overlay(rgb, pred, thr, path, overlay_max_side)
             counts = photo_counts(pred, thr, peak_thr, template_size, sigma)
             outputs.add_photo(
                 {
