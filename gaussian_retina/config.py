@@ -65,6 +65,9 @@ def add_gaussian_retina_config(cfg):
     # class that overlap it by at least this IoU (box voting, modeling/box_voting.py): many
     # anchors see each product, and their mean box is tighter. 0 keeps NMS's boxes, as RetinaNet.
     _C.MODEL.RETINANET.VOTE_IOU_THRESH_TEST = 0.0
+    # Train the classifier towards each positive anchor's IoU with its object (quality focal
+    # loss, modeling/quality_focal_loss.py) so that scores rank boxes by how well they fit.
+    _C.MODEL.RETINANET.IOU_AWARE_CLS = False
 
     # ---------------------------------------------------------------------------------------- #
     # Shelf datasets

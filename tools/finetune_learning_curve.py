@@ -177,6 +177,8 @@ def main():
     ap.add_argument("--folds", nargs="+", default=["A", "B"], help="training folds")
     ap.add_argument("--tune", action="store_true", help="inside fold A only: train on its first "
                     "6 photos, score on its other 6 (for choosing settings)")
+    ap.add_argument("--tune-reverse", action="store_true", help="with --tune: train on fold A's "
+                    "last 6 photos and score on its first 6")
     ap.add_argument("--peer", choices=["ours", "yolo"], default="ours")
     ap.add_argument("--minutes", type=float, help="--peer yolo: wall-time budget per fine-tune")
     ap.add_argument("--threads", type=int, default=2, help="--peer yolo: torch threads")
@@ -200,7 +202,10 @@ def main():
     plan = []  # (row label, train dataset, test dataset, seed)
     if args.tune:
         a = folds["A"]
-        plan.append(("A[:6] -> A[6:]", dataset("A6", a[:6]), dataset("A6rest", a[6:]), args.seeds[0]))
+        if args.tune_reverse:
+            plan.append(("A[6:] -> A[:6]", dataset("A6rest", a[6:]), dataset("A6", a[:6]), args.seeds[0]))
+        else:
+            plan.append(("A[:6] -> A[6:]", dataset("A6", a[:6]), dataset("A6rest", a[6:]), args.seeds[0]))
     else:
         for fold in args.folds:
             other = "B" if fold == "A" else "A"

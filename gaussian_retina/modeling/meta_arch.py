@@ -2,7 +2,7 @@ import math
 
 import torch
 from detectron2.config import configurable
-from detectron2.layers import batched_nms
+from detectron2.layers import batched_nms, cat
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 from detectron2.utils.events import get_event_storage
@@ -12,6 +12,7 @@ from .anchor_matching import ChunkedMatchingRetinaNet
 from .box_voting import vote_boxes
 from .gaussian_branch import build_gaussian_branch
 from .gaussian_loss import gaussian_map_loss
+from .quality_focal_loss import iou_quality_targets, quality_focal_loss
 
 __all__ = ["GaussianRetinaNet"]
 
@@ -44,6 +45,7 @@ class GaussianRetinaNet(ChunkedMatchingRetinaNet):
         gaussian_loss_normalize: str,
         return_gaussian_map: bool = False,
         vote_iou_thresh: float = 0.0,
+        iou_aware_cls: bool = False,
         **kwargs,
     ):
         """
@@ -60,6 +62,8 @@ class GaussianRetinaNet(ChunkedMatchingRetinaNet):
             return_gaussian_map: in eval mode, also return the predicted map.
             vote_iou_thresh: above 0, each box NMS keeps becomes the score-weighted mean of the
                 candidates that overlap it by at least this IoU (:func:`vote_boxes`).
+            iou_aware_cls: train the classifier towards the IoU of each positive anchor's own
+                box (:func:`quality_focal_loss`) instead of RetinaNet's 0/1 focal loss.
             kwargs: see :class:`ChunkedMatchingRetinaNet` and :class:`RetinaNet`.
         """
         super().__init__(**kwargs)
@@ -77,6 +81,7 @@ class GaussianRetinaNet(ChunkedMatchingRetinaNet):
         )
         self.return_gaussian_map = return_gaussian_map
         self.vote_iou_thresh = vote_iou_thresh
+        self.iou_aware_cls = iou_aware_cls
 
     @classmethod
     def from_config(cls, cfg):
@@ -95,6 +100,7 @@ class GaussianRetinaNet(ChunkedMatchingRetinaNet):
             gaussian_loss_normalize=g.LOSS_NORMALIZE,
             return_gaussian_map=g.RETURN_MAP_AT_TEST,
             vote_iou_thresh=cfg.MODEL.RETINANET.VOTE_IOU_THRESH_TEST,
+            iou_aware_cls=cfg.MODEL.RETINANET.IOU_AWARE_CLS,
         )
         return ret
 
@@ -177,8 +183,19 @@ class GaussianRetinaNet(ChunkedMatchingRetinaNet):
             )
         return kept
 
-    def losses(self, *args, **kwargs):
-        losses = super().losses(*args, **kwargs)
+    def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):
+        # RetinaNet's losses (and its normalizer's update); the IoU-aware classification loss,
+        # when asked, takes the focal loss's place with the same normalizer.
+        losses = super().losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)
+        if self.iou_aware_cls:
+            labels = torch.stack(gt_labels)
+            targets = iou_quality_targets(
+                self.box2box_transform, anchors, pred_anchor_deltas, torch.stack(gt_boxes), labels,
+                self.num_classes,
+            )
+            valid = labels >= 0
+            logits = cat(pred_logits, dim=1)[valid]
+            losses["loss_cls"] = quality_focal_loss(logits, targets[valid]) / self.loss_normalizer
         losses["loss_cls"] = self.cls_loss_weight * losses["loss_cls"]
         losses["loss_box_reg"] = self.reg_loss_weight * losses["loss_box_reg"]
         return losses
