@@ -42,6 +42,6 @@ def iou_quality_targets(box2box_transform, anchors, pred_anchor_deltas, gt_boxes
     deltas = cat(pred_anchor_deltas, dim=1).float()
     pred = box2box_transform.apply_deltas(deltas[pos], anchors[None].expand(len(gt_labels), -1, -1)[pos])
     iou = matched_pairwise_iou(Boxes(pred), Boxes(gt_boxes[pos].float()))
-    targets = torch.zeros(*gt_labels.shape, num_classes, device=deltas.device)
+    targets = deltas.new_zeros((*gt_labels.shape, num_classes))
     targets[pos, gt_labels[pos]] = iou.clamp(min=0.0)
     return targets
