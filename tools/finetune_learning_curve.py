@@ -183,6 +183,7 @@ def main():
     ap.add_argument("--minutes", type=float, help="--peer yolo: wall-time budget per fine-tune")
     ap.add_argument("--threads", type=int, default=2, help="--peer yolo: torch threads")
     ap.add_argument("--imgsz", type=int, default=256, help="--peer yolo: train and test size")
+    ap.add_argument("--nms-iou", type=float, default=0.7, help="--peer yolo: NMS IoU at test")
     ap.add_argument("--table", help="also write the Markdown table here")
     ap.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides")
     args = ap.parse_args()

@@ -5,6 +5,7 @@ torch threads, and wraps the result as a Detectron2-style model for the project'
 Imported by that tool when it runs with ``--peer yolo`` (under the peers' virtualenv).
 """
 
+import csv
 import time
 from pathlib import Path
 
@@ -19,6 +20,13 @@ def finetune_yolo(args, run_dir, train_name, seed):
     from detectron2.data import DatasetCatalog
 
     run_dir = Path(run_dir)
+    last, log = run_dir / "weights" / "last.pt", run_dir / "results.csv"
+    if last.is_file() and log.is_file():
+        # A finished run in the same output folder is scored again, not trained again (as ours):
+        # its minutes are Ultralytics's own training time, logged per epoch.
+        with open(log, newline="") as f:
+            rows = list(csv.DictReader(f))
+        return last, float(rows[-1]["time"]) / 60.0
     import_ultralytics(run_dir.parent / "yolo_config")
     import ultralytics.utils.torch_utils as torch_utils
     from ultralytics import YOLO
@@ -65,9 +73,10 @@ def finetune_yolo(args, run_dir, train_name, seed):
 
 def yolo_scorer(args, cfg, weights):
     """(test cfg, model): our test loader resizes to a long side of ``args.imgsz``, as YOLO
-    is trained; YOLO predicts with its validation defaults (conf 0.001, IoU 0.7, 300)."""
+    is trained; YOLO predicts with its validation defaults (conf 0.001, 300 detections) and NMS
+    at ``args.nms_iou`` (its default 0.7)."""
     cfg = cfg.clone()
     cfg.INPUT.MIN_SIZE_TEST = args.imgsz
     cfg.INPUT.MAX_SIZE_TEST = args.imgsz
-    model = yolo_as_detectron2(weights, args.imgsz, 0.001, 0.7, 300, cfg.INPUT.FORMAT)
+    model = yolo_as_detectron2(weights, args.imgsz, 0.001, args.nms_iou, 300, cfg.INPUT.FORMAT)
     return cfg, model
