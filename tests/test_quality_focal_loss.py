@@ -68,3 +68,29 @@ def test_iou_aware_training_step_replaces_the_focal_loss_only():
     # It trains the classifier: its gradient reaches the head's class scores.
     losses[True]["loss_cls"].backward()
     assert model.head.cls_score.weight.grad.abs().sum() > 0
+
+
+def test_iou_aware_loss_covers_the_valid_anchors_over_the_normalizer():
+    torch.manual_seed(0)
+    cfg = get_config("synthetic/gln_R18.yaml", "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "",
+                     "MODEL.RETINANET.IOU_AWARE_CLS", "True", "MODEL.RETINANET.CLS_LOSS_WEIGHT", "2.0")
+    model = build_model(cfg).train()
+    # Scores near 0.5, not the prior's 0.01: an ignored anchor counted by mistake would cost
+    # as much as a negative, not a millionth of the loss.
+    torch.nn.init.zeros_(model.head.cls_score.bias)
+    seen = {}
+    losses_fn = model.losses
+    model.losses = lambda *args: seen.update(args=args) or losses_fn(*args)
+    batch = [_input([[10, 10, 50, 90], [50, 10, 90, 90], [90, 12, 128, 88]]), _input([], 128, 224, seed=1)]
+    with EventStorage():
+        out = model(batch)
+    anchors, pred_logits, gt_labels, pred_deltas, gt_boxes = seen["args"]
+    labels = torch.stack(gt_labels)
+    # The batch has all three kinds of anchor: the object's class (0), background, and ignored.
+    assert {0, model.num_classes, -1} <= set(labels.unique().tolist())
+    valid = labels >= 0
+    targets = iou_quality_targets(model.box2box_transform, anchors, pred_deltas, torch.stack(gt_boxes),
+                                  labels, model.num_classes)
+    expected = quality_focal_loss(torch.cat(pred_logits, dim=1)[valid], targets[valid])
+    assert model.loss_normalizer != 1.0
+    torch.testing.assert_close(out["loss_cls"], 2.0 * expected / model.loss_normalizer)
