@@ -21,7 +21,9 @@ def test_loss_is_cross_entropy_weighted_by_the_distance_to_the_target():
     expected = (bce * (p - targets).abs() ** 2).sum()
     torch.testing.assert_close(quality_focal_loss(logits, targets), expected)
     # beta 1 weights by the distance itself; a score on its target costs nothing.
-    torch.testing.assert_close(quality_focal_loss(logits, targets, beta=1.0), (bce * (p - targets).abs()).sum())
+    torch.testing.assert_close(
+        quality_focal_loss(logits, targets, beta=1.0), (bce * (p - targets).abs()).sum()
+    )
     assert quality_focal_loss(torch.tensor([0.0]), torch.tensor([0.5])).item() == 0.0
     # With 0/1 targets it is the focal loss without alpha.
     binary = torch.tensor([1.0, 0.0, 1.0, 0.0])
@@ -33,14 +35,22 @@ def test_loss_is_cross_entropy_weighted_by_the_distance_to_the_target():
 
 def test_targets_are_each_positive_anchor_own_iou_in_its_class():
     transform = Box2BoxTransform(weights=(1.0, 1.0, 1.0, 1.0))
-    anchors = [Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 0.0, 30.0, 10.0]])),
-               Boxes(torch.tensor([[0.0, 0.0, 20.0, 20.0]]))]
+    anchors = [
+        Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 0.0, 30.0, 10.0]])),
+        Boxes(torch.tensor([[0.0, 0.0, 20.0, 20.0]])),
+    ]
     # Anchor 0 predicts itself (IoU 100 / 150 with its box); anchor 1 is shifted right by half
     # its width (IoU 50 / 150); anchor 2 is background, anchor 3 (image 2) ignored.
-    deltas = [torch.tensor([[[0.0, 0.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.0]]]).repeat(2, 1, 1),
-              torch.zeros(2, 1, 4)]
-    gt_boxes = torch.tensor([[[0.0, 0.0, 10.0, 15.0], [20.0, 0.0, 30.0, 10.0], [0.0, 0.0, 1.0, 1.0]],
-                             [[0.0, 0.0, 10.0, 10.0]] * 3])
+    deltas = [
+        torch.tensor([[[0.0, 0.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.0]]]).repeat(2, 1, 1),
+        torch.zeros(2, 1, 4),
+    ]
+    gt_boxes = torch.tensor(
+        [
+            [[0.0, 0.0, 10.0, 15.0], [20.0, 0.0, 30.0, 10.0], [0.0, 0.0, 1.0, 1.0]],
+            [[0.0, 0.0, 10.0, 10.0]] * 3,
+        ]
+    )
     gt_labels = torch.tensor([[1, 0, 2], [-1, 2, 2]])
     targets = iou_quality_targets(transform, anchors, deltas, gt_boxes, gt_labels, num_classes=2)
     expected = torch.zeros(2, 3, 2)
@@ -56,7 +66,9 @@ def test_iou_aware_training_step_replaces_the_focal_loss_only():
     losses = {}
     for iou_aware in (False, True):
         torch.manual_seed(0)
-        cfg = get_config("synthetic/gln_R18.yaml", *opts, "MODEL.RETINANET.IOU_AWARE_CLS", str(iou_aware))
+        cfg = get_config(
+            "synthetic/gln_R18.yaml", *opts, "MODEL.RETINANET.IOU_AWARE_CLS", str(iou_aware)
+        )
         model = build_model(cfg).train()
         assert model.iou_aware_cls is iou_aware
         with EventStorage():
@@ -64,7 +76,9 @@ def test_iou_aware_training_step_replaces_the_focal_loss_only():
     assert losses[True]["loss_box_reg"] == losses[False]["loss_box_reg"]
     assert losses[True]["loss_gaussian"] == losses[False]["loss_gaussian"]
     assert math.isfinite(losses[True]["loss_cls"].item())
-    assert losses[True]["loss_cls"].item() != pytest.approx(losses[False]["loss_cls"].item(), rel=1e-3)
+    assert losses[True]["loss_cls"].item() != pytest.approx(
+        losses[False]["loss_cls"].item(), rel=1e-3
+    )
     # It trains the classifier: its gradient reaches the head's class scores.
     losses[True]["loss_cls"].backward()
     assert model.head.cls_score.weight.grad.abs().sum() > 0
@@ -72,8 +86,17 @@ def test_iou_aware_training_step_replaces_the_focal_loss_only():
 
 def test_iou_aware_loss_covers_the_valid_anchors_over_the_normalizer():
     torch.manual_seed(0)
-    cfg = get_config("synthetic/gln_R18.yaml", "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "",
-                     "MODEL.RETINANET.IOU_AWARE_CLS", "True", "MODEL.RETINANET.CLS_LOSS_WEIGHT", "2.0")
+    cfg = get_config(
+        "synthetic/gln_R18.yaml",
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.WEIGHTS",
+        "",
+        "MODEL.RETINANET.IOU_AWARE_CLS",
+        "True",
+        "MODEL.RETINANET.CLS_LOSS_WEIGHT",
+        "2.0",
+    )
     model = build_model(cfg).train()
     # Scores near 0.5, not the prior's 0.01: an ignored anchor counted by mistake would cost
     # as much as a negative, not a millionth of the loss.
@@ -81,7 +104,10 @@ def test_iou_aware_loss_covers_the_valid_anchors_over_the_normalizer():
     seen = {}
     losses_fn = model.losses
     model.losses = lambda *args: seen.update(args=args) or losses_fn(*args)
-    batch = [_input([[10, 10, 50, 90], [50, 10, 90, 90], [90, 12, 128, 88]]), _input([], 128, 224, seed=1)]
+    batch = [
+        _input([[10, 10, 50, 90], [50, 10, 90, 90], [90, 12, 128, 88]]),
+        _input([], 128, 224, seed=1),
+    ]
     with EventStorage():
         out = model(batch)
     anchors, pred_logits, gt_labels, pred_deltas, gt_boxes = seen["args"]
@@ -89,8 +115,14 @@ def test_iou_aware_loss_covers_the_valid_anchors_over_the_normalizer():
     # The batch has all three kinds of anchor: the object's class (0), background, and ignored.
     assert {0, model.num_classes, -1} <= set(labels.unique().tolist())
     valid = labels >= 0
-    targets = iou_quality_targets(model.box2box_transform, anchors, pred_deltas, torch.stack(gt_boxes),
-                                  labels, model.num_classes)
+    targets = iou_quality_targets(
+        model.box2box_transform,
+        anchors,
+        pred_deltas,
+        torch.stack(gt_boxes),
+        labels,
+        model.num_classes,
+    )
     expected = quality_focal_loss(torch.cat(pred_logits, dim=1)[valid], targets[valid])
     assert model.loss_normalizer != 1.0
     torch.testing.assert_close(out["loss_cls"], 2.0 * expected / model.loss_normalizer)

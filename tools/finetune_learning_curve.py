@@ -203,10 +203,11 @@ def main():
     plan = []  # (row label, train dataset, test dataset, seed)
     if args.tune:
         a = folds["A"]
+        first, rest = dataset("A6", a[:6]), dataset("A6rest", a[6:])
         if args.tune_reverse:
-            plan.append(("A[6:] -> A[:6]", dataset("A6rest", a[6:]), dataset("A6", a[:6]), args.seeds[0]))
+            plan.append(("A[6:] -> A[:6]", rest, first, args.seeds[0]))
         else:
-            plan.append(("A[:6] -> A[6:]", dataset("A6", a[:6]), dataset("A6rest", a[6:]), args.seeds[0]))
+            plan.append(("A[:6] -> A[6:]", first, rest, args.seeds[0]))
     else:
         for fold in args.folds:
             other = "B" if fold == "A" else "A"

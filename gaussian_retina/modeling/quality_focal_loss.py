@@ -14,7 +14,9 @@ from detectron2.structures.boxes import matched_pairwise_iou
 __all__ = ["quality_focal_loss", "iou_quality_targets"]
 
 
-def quality_focal_loss(logits: torch.Tensor, targets: torch.Tensor, beta: float = 2.0) -> torch.Tensor:
+def quality_focal_loss(
+    logits: torch.Tensor, targets: torch.Tensor, beta: float = 2.0
+) -> torch.Tensor:
     """
     Summed QFL: binary cross-entropy against soft targets in [0, 1], weighted by
     ``|sigmoid(logit) - target| ** beta`` so well-scored anchors, as in the focal loss, weigh
@@ -27,7 +29,9 @@ def quality_focal_loss(logits: torch.Tensor, targets: torch.Tensor, beta: float 
 
 
 @torch.no_grad()
-def iou_quality_targets(box2box_transform, anchors, pred_anchor_deltas, gt_boxes, gt_labels, num_classes):
+def iou_quality_targets(
+    box2box_transform, anchors, pred_anchor_deltas, gt_boxes, gt_labels, num_classes
+):
     """
     (N, R, K) classification targets: for a positive anchor, the IoU of the box it predicts with
     its matched box, in its object's class; 0 everywhere else.
@@ -40,7 +44,9 @@ def iou_quality_targets(box2box_transform, anchors, pred_anchor_deltas, gt_boxes
     pos = (gt_labels >= 0) & (gt_labels != num_classes)
     anchors = Boxes.cat(anchors).tensor
     deltas = cat(pred_anchor_deltas, dim=1).float()
-    pred = box2box_transform.apply_deltas(deltas[pos], anchors[None].expand(len(gt_labels), -1, -1)[pos])
+    pred = box2box_transform.apply_deltas(
+        deltas[pos], anchors[None].expand(len(gt_labels), -1, -1)[pos]
+    )
     iou = matched_pairwise_iou(Boxes(pred), Boxes(gt_boxes[pos].float()))
     targets = deltas.new_zeros((*gt_labels.shape, num_classes))
     targets[pos, gt_labels[pos]] = iou.clamp(min=0.0)
