@@ -68,6 +68,9 @@ def add_gaussian_retina_config(cfg):
     # Train the classifier towards each positive anchor's IoU with its object (quality focal
     # loss, modeling/quality_focal_loss.py) so that scores rank boxes by how well they fit.
     _C.MODEL.RETINANET.IOU_AWARE_CLS = False
+    # Above 0: Gaussian Soft-NMS of this width at test time (modeling/soft_nms.py) in place of
+    # NMS at NMS_THRESH_TEST: near-copies of a box stay, far below it, as second hypotheses.
+    _C.MODEL.RETINANET.SOFT_NMS_SIGMA_TEST = 0.0
 
     # ---------------------------------------------------------------------------------------- #
     # Shelf datasets

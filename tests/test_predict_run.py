@@ -242,11 +242,18 @@ def test_calibration_is_cached_apart_per_checkpoint_dataset_and_settings(tmp_pat
                      (weights, _predictor(model, rescore_alpha=0.0))):
             runs.append(calibrate_counts(p, "calib_a", "BGR", weights=str(w), cache_dir=cache,
                                          progress=False)["cached"])
+        # The model's own test-time options are part of the key: Soft-NMS changes the scores.
+        model.soft_nms_sigma = 0.5
+        try:
+            runs.append(calibrate_counts(predictor, "calib_a", "BGR", weights=str(weights),
+                                         cache_dir=cache, progress=False)["cached"])
+        finally:
+            model.soft_nms_sigma = 0.0
     with tiny_synthetic_split("calib_b", tmp_path / "b", TINY_SCENE_PARAMS, 2, seed=4):
         runs.append(calibrate_counts(predictor, "calib_b", "BGR", weights=str(weights),
                                      cache_dir=cache, progress=False)["cached"])
-    assert runs == [False, True, False, False, False, False, False]
-    assert len(list(cache.iterdir())) == 6
+    assert runs == [False, True, False, False, False, False, False, False]
+    assert len(list(cache.iterdir())) == 7
     # The bar names the set and counts its images; a cached result says where it came from.
     logger = logging.getLogger("gaussian_retina.predict")
     logger.addHandler(caplog.handler)

@@ -71,6 +71,13 @@ class Prediction:
     all_scores: Optional[np.ndarray] = None
 
 
+# GaussianRetinaNet's (and RetinaNet's) test-time attributes, part of a predictor's settings.
+MODEL_TEST_OPTIONS = (
+    "test_score_thresh", "test_topk_candidates", "test_nms_thresh", "soft_nms_sigma",
+    "vote_iou_thresh",
+)
+
+
 class ShelfPredictor:
     """
     Like Detectron2's ``DefaultPredictor``, for lists of large photos:
@@ -174,6 +181,8 @@ class ShelfPredictor:
             "nms_thresh": self.nms_thresh,
             "rescore_alpha": self.rescore_alpha,
             "input_format": self.input_format,
+            # The model's own test-time options change the scores that a calibration counts.
+            "model": {k: getattr(self.model, k, None) for k in MODEL_TEST_OPTIONS},
         }
 
     def grid_for(self, image_size, product_side: Optional[float] = None) -> TileGrid:

@@ -10,3 +10,4 @@ from .gaussian_branch import (
 from .gaussian_loss import gaussian_map_loss
 from .meta_arch import GaussianRetinaNet
 from .quality_focal_loss import iou_quality_targets, quality_focal_loss
+from .soft_nms import soft_nms

@@ -13,6 +13,7 @@ from .box_voting import vote_boxes
 from .gaussian_branch import build_gaussian_branch
 from .gaussian_loss import gaussian_map_loss
 from .quality_focal_loss import iou_quality_targets, quality_focal_loss
+from .soft_nms import soft_nms
 
 __all__ = ["GaussianRetinaNet"]
 
@@ -46,6 +47,7 @@ class GaussianRetinaNet(ChunkedMatchingRetinaNet):
         return_gaussian_map: bool = False,
         vote_iou_thresh: float = 0.0,
         iou_aware_cls: bool = False,
+        soft_nms_sigma: float = 0.0,
         **kwargs,
     ):
         """
@@ -64,6 +66,8 @@ class GaussianRetinaNet(ChunkedMatchingRetinaNet):
                 candidates that overlap it by at least this IoU (:func:`vote_boxes`).
             iou_aware_cls: train the classifier towards the IoU of each positive anchor's own
                 box (:func:`quality_focal_loss`) instead of RetinaNet's 0/1 focal loss.
+            soft_nms_sigma: above 0, Gaussian Soft-NMS of this width (:func:`soft_nms`) in place
+                of NMS at test time; 0: RetinaNet's NMS.
             kwargs: see :class:`ChunkedMatchingRetinaNet` and :class:`RetinaNet`.
         """
         super().__init__(**kwargs)
@@ -82,6 +86,7 @@ class GaussianRetinaNet(ChunkedMatchingRetinaNet):
         self.return_gaussian_map = return_gaussian_map
         self.vote_iou_thresh = vote_iou_thresh
         self.iou_aware_cls = iou_aware_cls
+        self.soft_nms_sigma = soft_nms_sigma
 
     @classmethod
     def from_config(cls, cfg):
@@ -101,6 +106,7 @@ class GaussianRetinaNet(ChunkedMatchingRetinaNet):
             return_gaussian_map=g.RETURN_MAP_AT_TEST,
             vote_iou_thresh=cfg.MODEL.RETINANET.VOTE_IOU_THRESH_TEST,
             iou_aware_cls=cfg.MODEL.RETINANET.IOU_AWARE_CLS,
+            soft_nms_sigma=cfg.MODEL.RETINANET.SOFT_NMS_SIGMA_TEST,
         )
         return ret
 
@@ -170,8 +176,16 @@ class GaussianRetinaNet(ChunkedMatchingRetinaNet):
         pred = self._decode_multi_level_predictions(
             anchors, box_cls, box_delta, self.test_score_thresh, self.test_topk_candidates, image_size
         )
-        keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
-        kept = pred[keep[: self.max_detections_per_image]]
+        if self.soft_nms_sigma > 0:
+            keep, decayed = soft_nms(
+                pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.soft_nms_sigma,
+                self.test_score_thresh, self.max_detections_per_image,
+            )
+            kept = pred[keep]
+            kept.scores = decayed
+        else:
+            keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
+            kept = pred[keep[: self.max_detections_per_image]]
         if self.vote_iou_thresh > 0:
             kept.pred_boxes.tensor = vote_boxes(
                 kept.pred_boxes.tensor,

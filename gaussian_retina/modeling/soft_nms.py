@@ -1,0 +1,51 @@
+"""
+Gaussian Soft-NMS (Bodla et al., "Soft-NMS: Improving Object Detection With One Line of Code",
+ICCV 2017). Instead of dropping every candidate that overlaps a kept box by more than a
+threshold, each kept box lowers the others' scores by exp(-IoU^2 / sigma). A near-copy of a kept
+box falls far below it but stays in the ranking, so a second, tighter hypothesis can still match
+the object at a high IoU threshold, while a neighbouring product, which barely overlaps, keeps
+its score.
+"""
+
+import torch
+from torchvision.ops import box_iou
+
+__all__ = ["soft_nms"]
+
+
+def soft_nms(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    classes: torch.Tensor,
+    sigma: float,
+    score_thresh: float,
+    max_detections: int,
+):
+    """
+    Args:
+        boxes: (N, 4) XYXY; scores: (N,); classes: (N,) integer labels. Boxes of different
+            classes never lower each other's scores.
+        sigma: the Gaussian's width; smaller is closer to hard NMS.
+        score_thresh: stop once the best remaining (decayed) score is below this.
+        max_detections: at most this many boxes.
+    Returns:
+        (keep, kept_scores): indices into ``boxes`` in the order they were kept (highest decayed
+        score first) and their decayed scores.
+    """
+    if len(boxes) == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device), scores[:0]
+    # As batched_nms: boxes of each class moved apart so that classes never overlap.
+    shifted = boxes + (classes.to(boxes) * (boxes.max() + 1))[:, None]
+    remaining = scores.clone()
+    alive = torch.ones_like(scores, dtype=torch.bool)
+    keep, kept_scores = [], []
+    for _ in range(min(max_detections, len(boxes))):
+        best = torch.where(alive, remaining, torch.full_like(remaining, -1.0)).argmax()
+        if remaining[best] < score_thresh or not alive[best]:
+            break
+        keep.append(best)
+        kept_scores.append(remaining[best])
+        alive[best] = False
+        iou = box_iou(shifted[best][None], shifted)[0]
+        remaining = torch.where(alive, remaining * torch.exp(-iou * iou / sigma), remaining)
+    return torch.stack(keep), torch.stack(kept_scores)

@@ -1,0 +1,97 @@
+import math
+
+import torch
+from detectron2.modeling import build_model
+from detectron2.layers import batched_nms
+
+from common import get_config
+from gaussian_retina.modeling import soft_nms, vote_boxes
+
+
+def _boxes():
+    return torch.tensor(
+        [
+            [0.0, 0.0, 10.0, 10.0],  # the best
+            [0.0, 0.0, 10.0, 12.0],  # IoU 100 / 120 with it
+            [30.0, 0.0, 40.0, 10.0],  # apart
+            [0.0, 0.0, 10.0, 10.0],  # a copy of the best, in another class
+        ]
+    )
+
+
+def test_each_kept_box_lowers_the_others_by_a_gaussian_of_their_iou():
+    scores = torch.tensor([0.9, 0.8, 0.5, 0.7])
+    classes = torch.tensor([0, 0, 0, 1])
+    keep, kept = soft_nms(_boxes(), scores, classes, 0.5, 0.05, 300)
+    decayed = 0.8 * math.exp(-((100 / 120) ** 2) / 0.5)  # 0.199: below the apart box and the copy
+    assert keep.tolist() == [0, 3, 2, 1]
+    torch.testing.assert_close(kept, torch.tensor([0.9, 0.7, 0.5, decayed]))
+    # A narrower Gaussian pushes the near-copy lower; the apart box and the other class keep
+    # their scores whatever the width.
+    _, narrow = soft_nms(_boxes(), scores, classes, 0.1, 0.0, 300)
+    assert narrow[-1] < 1e-2 and narrow[:3].tolist() == kept[:3].tolist()
+
+
+def test_threshold_cap_and_empty_input():
+    scores = torch.tensor([0.9, 0.8, 0.5, 0.7])
+    classes = torch.tensor([0, 0, 0, 0])
+    # All one class: the copy of the best falls to 0.7 * exp(-2) = 0.095, the near-copy to 0.199.
+    keep, kept = soft_nms(_boxes(), scores, classes, 0.5, 0.1, 300)
+    assert keep.tolist() == [0, 2, 1]
+    assert kept.min() >= 0.1
+    keep, _ = soft_nms(_boxes(), scores, classes, 0.5, 0.0, 2)
+    assert keep.tolist() == [0, 2]
+    keep, kept = soft_nms(_boxes()[:0], scores[:0], classes[:0], 0.5, 0.05, 300)
+    assert keep.shape == (0,) and keep.dtype == torch.long and kept.shape == (0,)
+
+
+def test_model_uses_soft_nms_then_votes_when_asked():
+    torch.manual_seed(0)
+    opts = [
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.WEIGHTS",
+        "",
+        "MODEL.RETINANET.SCORE_THRESH_TEST",
+        "0.05",
+        "MODEL.RETINANET.VOTE_IOU_THRESH_TEST",
+        "0.8",
+        "MODEL.RETINANET.SOFT_NMS_SIGMA_TEST",
+        "0.5",
+    ]
+    model = build_model(get_config("synthetic/gln_R18.yaml", *opts)).eval()
+    torch.nn.init.normal_(model.head.cls_score.bias)
+    assert model.soft_nms_sigma == 0.5
+    calls = []
+    inference = model.inference_single_image
+    model.inference_single_image = lambda *args: calls.append(args) or inference(*args)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model([{"image": torch.randint(0, 256, (3, 160, 200), generator=g).float()}])
+        ours = inference(*calls[0])
+        pred = model._decode_multi_level_predictions(
+            *calls[0][:3], model.test_score_thresh, model.test_topk_candidates, calls[0][3]
+        )
+    keep, decayed = soft_nms(
+        pred.pred_boxes.tensor,
+        pred.scores,
+        pred.pred_classes,
+        0.5,
+        0.05,
+        model.max_detections_per_image,
+    )
+    voted = vote_boxes(
+        pred.pred_boxes.tensor[keep],
+        pred.pred_classes[keep],
+        pred.pred_boxes.tensor,
+        pred.scores,
+        pred.pred_classes,
+        0.8,
+    )
+    assert 100 < len(ours) <= model.max_detections_per_image
+    torch.testing.assert_close(ours.scores, decayed)
+    torch.testing.assert_close(ours.pred_boxes.tensor, voted)
+    # The same best box as NMS, but not the same set: it keeps boxes NMS at 0.5 removes.
+    hard = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, 0.5)[:300]
+    assert keep[0] == hard[0]
+    assert set(keep.tolist()) - set(hard.tolist())
