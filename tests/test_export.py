@@ -90,6 +90,14 @@ def test_soft_iou_retinanet_is_refused():
         export_onnx(model, torch.zeros(3, 64, 64), "unused.onnx")
 
 
+def test_soft_nms_is_refused_with_the_key_to_change():
+    cfg = get_config("synthetic/gln_R18.yaml", "MODEL.RETINANET.SOFT_NMS_SIGMA_TEST", "0.5")
+    model = build_model(cfg).eval()
+    with pytest.raises(ValueError, match=r"^Soft-NMS \(MODEL.RETINANET.SOFT_NMS_SIGMA_TEST 0.5\) "
+                       "cannot be exported: set it to 0"):
+        export_onnx(model, torch.zeros(3, 64, 64), "unused.onnx")
+
+
 @pytest.fixture(
     scope="module",
     # (config, the class weights' std, the box weights' scale, score threshold, options): an

@@ -23,7 +23,9 @@ model when it was exported (MODEL.RETINANET.*, TEST.DETECTIONS_PER_IMAGE, ``resc
 they are constants of the graph. With ``rescore_alpha=0`` (or a model without the branch) the
 graph is RetinaNet's inference alone, ``model([{"image": image}])``. Scaling the boxes back to
 the photo's size is left to the caller, as Detectron2's own export leaves
-``detector_postprocess`` out.
+``detector_postprocess`` out. A model with Soft-NMS (MODEL.RETINANET.SOFT_NMS_SIGMA_TEST, as in
+the fine-tuning config) is refused: its loop keeps a data-dependent number of boxes, which a trace
+would freeze; export it with the key at 0, NMS at MODEL.RETINANET.NMS_THRESH_TEST.
 
 ONNX goes through the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``),
 opset :data:`ONNX_OPSET`: it records the traced graph with its data-dependent sizes (score
@@ -140,6 +142,13 @@ def detection_adapter(
         raise TypeError("SoftIoURetinaNet cannot be exported: the EM-Merger is not traceable")
     if model.training:
         raise ValueError("export a model in eval mode (model.eval())")
+    sigma = getattr(model, "soft_nms_sigma", 0.0)
+    if sigma > 0:
+        # Its loop keeps a data-dependent number of boxes: a trace would freeze one image's count.
+        raise ValueError(
+            f"Soft-NMS (MODEL.RETINANET.SOFT_NMS_SIGMA_TEST {sigma}) cannot be exported: set it to "
+            "0 to export NMS at MODEL.RETINANET.NMS_THRESH_TEST"
+        )
     alpha = _rescore_alpha(model, rescore_alpha)
     # A new module is in training mode: torch.onnx.export would put the adapter, and so the model
     # inside it, back in that mode after exporting.
