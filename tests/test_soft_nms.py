@@ -45,6 +45,22 @@ def test_threshold_cap_and_empty_input():
     assert keep.shape == (0,) and keep.dtype == torch.long and kept.shape == (0,)
 
 
+def test_a_kept_box_is_out_and_classes_never_touch():
+    # A near-copy (IoU 0.95) falls below what the kept box itself would decay to if it stayed
+    # in: each box is kept once.
+    near = torch.tensor([[0.0, 0.0, 10.0, 20.0], [0.0, 0.0, 10.0, 19.0]])
+    keep, kept = soft_nms(near, torch.tensor([0.9, 0.5]), torch.tensor([0, 0]), 0.5, 0.0, 300)
+    assert keep.tolist() == [0, 1]
+    # A box at exactly the score threshold is kept.
+    keep, _ = soft_nms(near, torch.tensor([0.9, 0.5]), torch.tensor([0, 1]), 0.5, 0.5, 300)
+    assert keep.tolist() == [0, 1]
+    # Classes are moved apart by more than the largest coordinate: a box of class 1 at the origin
+    # and one of class 0 at the far corner do not touch, not even by a pixel.
+    corners = torch.tensor([[90.0, 90.0, 100.0, 100.0], [0.0, 0.0, 10.0, 10.0]])
+    keep, kept = soft_nms(corners, torch.tensor([0.9, 0.8]), torch.tensor([0, 1]), 0.5, 0.0, 300)
+    assert keep.tolist() == [0, 1] and torch.equal(kept, torch.tensor([0.9, 0.8]))
+
+
 def test_model_uses_soft_nms_then_votes_when_asked():
     torch.manual_seed(0)
     opts = [

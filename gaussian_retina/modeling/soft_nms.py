@@ -33,7 +33,7 @@ def soft_nms(
         score first) and their decayed scores.
     """
     if len(boxes) == 0:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device), scores[:0]
+        return boxes.new_zeros(0, dtype=torch.long), scores[:0]
     # As batched_nms: boxes of each class moved apart so that classes never overlap.
     shifted = boxes + (classes.to(boxes) * (boxes.max() + 1))[:, None]
     remaining = scores.clone()
