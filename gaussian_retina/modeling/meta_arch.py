@@ -184,7 +184,9 @@ class GaussianRetinaNet(ChunkedMatchingRetinaNet):
             kept = pred[keep]
             kept.scores = decayed
         else:
-            keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
+            keep = batched_nms(
+                pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh
+            )
             kept = pred[keep[: self.max_detections_per_image]]
         if self.vote_iou_thresh > 0:
             kept.pred_boxes.tensor = vote_boxes(
