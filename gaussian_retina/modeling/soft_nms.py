@@ -37,15 +37,14 @@ def soft_nms(
     # As batched_nms: boxes of each class moved apart so that classes never overlap.
     shifted = boxes + (classes.to(boxes) * (boxes.max() + 1))[:, None]
     remaining = scores.clone()
-    alive = torch.ones_like(scores, dtype=torch.bool)
     keep, kept_scores = [], []
     for _ in range(min(max_detections, len(boxes))):
-        best = torch.where(alive, remaining, torch.full_like(remaining, -1.0)).argmax()
-        if remaining[best] < score_thresh or not alive[best]:
+        best = remaining.argmax()
+        if remaining[best] < score_thresh:
             break
         keep.append(best)
         kept_scores.append(remaining[best])
-        alive[best] = False
         iou = box_iou(shifted[best][None], shifted)[0]
-        remaining = torch.where(alive, remaining * torch.exp(-iou * iou / sigma), remaining)
+        remaining = remaining * torch.exp(-iou * iou / sigma)
+        remaining[best] = -1.0  # kept: below every score left, never chosen again
     return torch.stack(keep), torch.stack(kept_scores)
