@@ -3,6 +3,7 @@
 import contextlib
 from pathlib import Path
 
+import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 from PIL import Image
@@ -97,8 +98,6 @@ def inference_arguments(model):
     160x200 image. The head's class biases are spread first, so that an untrained model scores
     its boxes over (0, 1) rather than all at the prior.
     """
-    import torch
-
     torch.nn.init.normal_(model.head.cls_score.bias)
     calls = []
     inference = model.inference_single_image
