@@ -186,9 +186,18 @@ def _registered_datasets_and_scale(cfg, args):
         configure_shelf_datasets(cfg, needed)  # cfg's bad-input policy and COCO cache
     train_side = args.train_product_side
     if need_scale:
-        train_side = training_product_side(
-            scale_set, (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
-        )
+        try:
+            train_side = training_product_side(
+                scale_set, (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+            )
+        except FileNotFoundError as e:
+            # A fine-tuned model's config names the user's validation photos, which need not be
+            # at hand where the model predicts.
+            raise FileNotFoundError(
+                f"{e}; --tiling auto measures the training scale on DATASETS.TEST[0] "
+                f"({scale_set!r}): give its files, --train-product-side (an earlier run's "
+                "summary.json records it) or --tiling off"
+            ) from None
     return train_side
 
 

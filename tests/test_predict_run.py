@@ -2,7 +2,7 @@
 A prediction run's files (gaussian_retina.inference.runner, run_outputs, calibration) and the
 command's interface (gaussian_retina.predict): names that never collide, SKU-110K's CSV layout,
 a run stopped midway and resumed ending with the files of an uninterrupted run, counts past the
-detection cap, the calibration cache, devices and a missing input.
+detection cap, the calibration cache, devices, a missing input and a missing scale set.
 """
 
 import json
@@ -305,3 +305,16 @@ def test_missing_input_is_a_one_line_error(tmp_path):
     assert "nowhere" in message and "\n" not in message and message.startswith(
         "gaussian-retina-predict: error:"
     )
+
+
+def test_missing_scale_set_is_a_one_line_error_naming_the_way_round(tmp_path):
+    # A fine-tuned model's config names the user's validation photos as DATASETS.TEST[0];
+    # predicting elsewhere, without them, is told how to do without.
+    photos = _photos(tmp_path / "in", ["a.jpg"])
+    gone = repr((("gone_val", str(tmp_path / "imgs"), str(tmp_path / "gone.csv")),))
+    with pytest.raises(SystemExit) as e:
+        main(_args("--input", str(photos), "--output", str(tmp_path / "out"), "--device", "cpu",
+                   "--opts", "DATASETS.REGISTER", gone, "DATASETS.TEST", '("gone_val",)'))
+    message = str(e.value.code)
+    assert "\n" not in message and "gone.csv" in message and "'gone_val'" in message
+    assert "--train-product-side" in message and "--tiling off" in message
