@@ -179,6 +179,8 @@ def main():
                     "6 photos, score on its other 6 (for choosing settings)")
     ap.add_argument("--tune-reverse", action="store_true", help="with --tune: train on fold A's "
                     "last 6 photos and score on its first 6")
+    ap.add_argument("--tune-photos", type=int, default=6, choices=range(1, 7), metavar="N",
+                    help="with --tune: train on N of the six photos (default 6)")
     ap.add_argument("--peer", choices=["ours", "yolo"], default="ours")
     ap.add_argument("--minutes", type=float, help="--peer yolo: wall-time budget per fine-tune")
     ap.add_argument("--threads", type=int, default=2, help="--peer yolo: torch threads")
@@ -202,12 +204,15 @@ def main():
 
     plan = []  # (row label, train dataset, test dataset, seed)
     if args.tune:
-        a = folds["A"]
+        a, n = folds["A"], args.tune_photos
         first, rest = dataset("A6", a[:6]), dataset("A6rest", a[6:])
         if args.tune_reverse:
-            plan.append(("A[6:] -> A[:6]", rest, first, args.seeds[0]))
+            train = rest if n == 6 else dataset(f"A{n}rest", a[6 : 6 + n])
+            label = "A[6:] -> A[:6]" if n == 6 else f"A[6:{6 + n}] -> A[:6]"
+            plan.append((label, train, first, args.seeds[0]))
         else:
-            plan.append(("A[:6] -> A[6:]", first, rest, args.seeds[0]))
+            train = first if n == 6 else dataset(f"A{n}", a[:n])
+            plan.append((f"A[:{n}] -> A[6:]", train, rest, args.seeds[0]))
     else:
         for fold in args.folds:
             other = "B" if fold == "A" else "A"
