@@ -60,12 +60,6 @@ def test_calibration_needs_images():
         calibrate_threshold([], [], count_detections)
 
 
-def test_count_errors():
-    errors = count_errors([12, 7, 3], [10, 8, 0])
-    assert errors["mae"] == pytest.approx((2 + 1 + 3) / 3)
-    assert errors["mean_rel_error"] == pytest.approx((0.2 + 0.125) / 2)  # true 0 left out
-
-
 def test_map_peaks_count_each_rendered_product_once():
     target = GaussianMapRenderer(stride=2)(BOXES, (200, 300))
     assert count_map_peaks(target, 0.5) == 3

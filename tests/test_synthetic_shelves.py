@@ -6,8 +6,6 @@ import glob
 import hashlib
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,8 +13,6 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 from detectron2.structures import BoxMode
 from pycocotools.coco import COCO
-
-from common import ROOT
 
 import gaussian_retina.shelves.synthetic_shelves as ss
 from gaussian_retina.shelves.synthetic_scene import ShelfSceneParams, render_shelf_scene

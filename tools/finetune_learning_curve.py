@@ -26,7 +26,6 @@ import argparse
 import csv
 import json
 import logging
-import os
 import re
 import subprocess
 import sys

@@ -155,7 +155,7 @@ def tally(results):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("modules", nargs="*", help=f"modules under gaussian_retina/ (default: all)")
+    parser.add_argument("modules", nargs="*", help="modules under gaussian_retina/ (default: all)")
     parser.add_argument("--work-dir", default="output/mutation", type=Path)
     parser.add_argument("--max-children", type=int, default=2)
     parser.add_argument("--timeout-constant", type=float, default=10.0)
