@@ -7,8 +7,8 @@ the object at a high IoU threshold, while a neighbouring product, which barely o
 its score.
 """
 
+import numpy as np
 import torch
-from torchvision.ops import box_iou
 
 __all__ = ["soft_nms"]
 
@@ -30,21 +30,32 @@ def soft_nms(
         max_detections: at most this many boxes.
     Returns:
         (keep, kept_scores): indices into ``boxes`` in the order they were kept (highest decayed
-        score first) and their decayed scores.
+        score first) and their decayed scores, on the input's device.
     """
     if len(boxes) == 0:
         return boxes.new_zeros(0, dtype=torch.long), scores[:0]
     # As batched_nms: boxes of each class moved apart so that classes never overlap.
     shifted = boxes + (classes.to(boxes) * (boxes.max() + 1))[:, None]
-    remaining = scores.clone()
+    # The rounds run in NumPy on the CPU: each is a dozen operations on N numbers, for which a
+    # torch call's own overhead (or a kernel launch) would cost more than the arithmetic.
+    x1, y1, x2, y2 = shifted.detach().double().cpu().numpy().T
+    area = (x2 - x1) * (y2 - y1)
+    remaining = scores.detach().double().cpu().numpy().copy()
     keep, kept_scores = [], []
-    for _ in range(min(max_detections, len(boxes))):
-        best = remaining.argmax()
+    for _ in range(min(max_detections, len(remaining))):
+        best = int(remaining.argmax())
         if remaining[best] < score_thresh:
             break
         keep.append(best)
         kept_scores.append(remaining[best])
-        iou = box_iou(shifted[best][None], shifted)[0]
-        remaining = remaining * torch.exp(-iou * iou / sigma)
+        w = np.clip(np.minimum(x2, x2[best]) - np.maximum(x1, x1[best]), 0, None)
+        h = np.clip(np.minimum(y2, y2[best]) - np.maximum(y1, y1[best]), 0, None)
+        inter = w * h
+        union = area + area[best] - inter
+        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        remaining *= np.exp(-iou * iou / sigma)
         remaining[best] = -1.0  # kept: below every score left, never chosen again
-    return torch.stack(keep), torch.stack(kept_scores)
+    return (
+        torch.as_tensor(keep, dtype=torch.long, device=boxes.device),
+        torch.as_tensor(kept_scores, dtype=scores.dtype, device=scores.device),
+    )
