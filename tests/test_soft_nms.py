@@ -106,3 +106,26 @@ def test_model_uses_soft_nms_then_votes_when_asked():
     hard = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, 0.5)[:300]
     assert keep[0] == hard[0]
     assert set(keep.tolist()) - set(hard.tolist())
+
+
+def test_overlap_on_both_axes_away_from_the_origin_tiny_and_empty_boxes():
+    # Away from the origin, overlapping in x by 6 of 10 and in y by 8 of 10: IoU 48 / 152.
+    boxes = torch.tensor([[20.0, 30.0, 30.0, 40.0], [24.0, 32.0, 34.0, 42.0]])
+    scores, classes = torch.tensor([0.9, 0.8]), torch.tensor([0, 0])
+    _, kept = soft_nms(boxes, scores, classes, 0.5, 0.0, 300)
+    torch.testing.assert_close(kept[1], torch.tensor(0.8 * math.exp(-((48 / 152) ** 2) / 0.5)))
+    # Stacked: the same columns, rows apart. No overlap, whatever one axis says.
+    stacked = torch.tensor([[20.0, 30.0, 30.0, 40.0], [20.0, 45.0, 30.0, 55.0]])
+    _, kept = soft_nms(stacked, scores, classes, 0.5, 0.0, 300)
+    assert kept.tolist() == scores.tolist()
+    # Boxes of under a pixel overlap like any others: IoU 0.2 / 0.25.
+    tiny = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.5, 0.4]])
+    _, kept = soft_nms(tiny, scores, classes, 0.5, 0.0, 300)
+    torch.testing.assert_close(kept[1], torch.tensor(0.8 * math.exp(-(0.8**2) / 0.5)))
+    # Two empty boxes at one point have no union: no overlap, not an undefined one.
+    empty = torch.tensor([[5.0, 5.0, 5.0, 5.0], [5.0, 5.0, 5.0, 5.0]])
+    keep, kept = soft_nms(empty, scores, classes, 0.5, 0.0, 300)
+    assert keep.tolist() == [0, 1] and kept.tolist() == scores.tolist()
+    # Nothing above the threshold: empty indices are still indices.
+    keep, kept = soft_nms(boxes, scores, classes, 0.5, 0.95, 300)
+    assert keep.dtype == torch.long and keep.shape == (0,) and kept.dtype == scores.dtype

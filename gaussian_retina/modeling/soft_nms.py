@@ -51,8 +51,8 @@ def soft_nms(
         w = np.clip(np.minimum(x2, x2[best]) - np.maximum(x1, x1[best]), 0, None)
         h = np.clip(np.minimum(y2, y2[best]) - np.maximum(y1, y1[best]), 0, None)
         inter = w * h
-        union = area + area[best] - inter
-        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        # Two empty boxes at one point have no union: no overlap (0 / tiny), not 0 / 0.
+        iou = inter / np.maximum(area + area[best] - inter, np.finfo(np.float64).tiny)
         remaining *= np.exp(-iou * iou / sigma)
         remaining[best] = -1.0  # kept: below every score left, never chosen again
     return (
