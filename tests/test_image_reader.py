@@ -69,8 +69,10 @@ def test_missing_empty_corrupt_truncated(tmp_path, png):
         read_shelf_image({"file_name": str(empty)}, "BGR")
     junk = tmp_path / "junk.jpg"
     junk.write_bytes(b"this is not an image" * 10)
-    with pytest.raises(BadImageError, match=r"junk\.jpg: corrupt or unreadable image"):
+    with pytest.raises(BadImageError, match=r"junk\.jpg: corrupt or unreadable image") as e:
         read_shelf_image({"file_name": str(junk)}, "BGR")
+    # Pillow names an unknown format by its file object's repr, which tells the user nothing.
+    assert str(e.value).endswith("(not a format Pillow reads)") and " at 0x" not in str(e.value)
 
     full = tmp_path / "full.jpg"
     Image.fromarray(_pattern(480, 640)).save(full, quality=95)
@@ -80,7 +82,7 @@ def test_missing_empty_corrupt_truncated(tmp_path, png):
         for fmt in ("BGR", "RGB", "L"):
             with pytest.raises(BadImageError, match=rf"{name}: truncated"):
                 read_shelf_image({"file_name": str(tmp_path / name)}, fmt)
-    with pytest.raises(BadImageError, match=r"junk\.jpg: not a readable image"):
+    with pytest.raises(BadImageError, match=r"junk\.jpg: not a readable image \(not a format"):
         read_image_size(str(junk))
 
 

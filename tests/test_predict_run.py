@@ -24,7 +24,9 @@ from gaussian_retina.inference import (
     ShelfPredictor,
     calibrate_counts,
     find_images,
+    describe_left_out,
     input_root,
+    left_out_files,
     output_names,
     photo_counts,
     read_detections_csv,
@@ -87,6 +89,20 @@ def test_output_names_keep_the_path_under_the_input_root(tmp_path):
         "s1/IMG_1.png",
         "s2/IMG_1",
     ]
+
+
+def test_files_left_out_by_extension_are_named(tmp_path):
+    photos = _photos(tmp_path / "photos", ["a.jpg", "s/B.JPG"])
+    for name in ("s/c.heic", "d.gif", "labels/d.txt", ".DS_Store", ".cache/e.bin"):
+        (photos / name).parent.mkdir(parents=True, exist_ok=True)
+        (photos / name).write_bytes(b"x")
+    assert [os.path.relpath(f, photos) for f in find_images([str(photos)])] == ["a.jpg", "s/B.JPG"]
+    left = left_out_files([str(photos)])
+    # Hidden files aside, every other file is named, and a photo named explicitly is no folder's.
+    assert sorted(os.path.relpath(f, photos) for f in left) == ["d.gif", "labels/d.txt", "s/c.heic"]
+    assert left_out_files([str(photos / "d.gif"), str(photos / "*.jpg")]) == []
+    line = describe_left_out(left)
+    assert line.startswith("left out 3 file(s)") and "1 .gif, 1 .heic, 1 .txt" in line
 
 
 def test_csv_is_sku110k_layout_with_a_score(tmp_path):

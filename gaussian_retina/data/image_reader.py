@@ -80,10 +80,17 @@ def read_image_size(
     except FileNotFoundError:
         raise BadImageError(f"{file_name}: image file is missing") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise BadImageError(f"{file_name}: not a readable image ({e})") from None
+        raise BadImageError(f"{file_name}: not a readable image ({_reason(e)})") from None
     if w <= 0 or h <= 0:
         raise BadImageError(f"{file_name}: image header gives an empty size {w}x{h}")
     return h, w
+
+
+def _reason(error: Exception) -> str:
+    """Pillow's message, without the file object's repr it names an unknown format by."""
+    if isinstance(error, Image.UnidentifiedImageError):
+        return "not a format Pillow reads"
+    return str(error)
 
 
 def _truncation_problem(buf: bytes) -> str:
@@ -109,7 +116,7 @@ def _decode_with_pil(
             return convert_PIL_to_numpy(im, image_format)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         problem = truncated or "corrupt or unreadable image"
-        raise BadImageError(f"{file_name}: {problem} ({e})") from None
+        raise BadImageError(f"{file_name}: {problem} ({_reason(e)})") from None
 
 
 _REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}

@@ -7,6 +7,7 @@ import glob
 import logging
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -26,8 +27,10 @@ from .tiling import single_pass_scale
 __all__ = [
     "IMAGE_EXTENSIONS",
     "calibrate_counts",
+    "describe_left_out",
     "find_images",
     "input_root",
+    "left_out_files",
     "output_names",
     "photo_counts",
     "products_per_image",
@@ -68,6 +71,33 @@ def find_images(inputs: Sequence[str]) -> List[str]:
             )
         found.extend(files)
     return list(dict.fromkeys(found))
+
+
+def left_out_files(inputs: Sequence[str]) -> List[str]:
+    """
+    The files inside the folders of ``inputs`` that :func:`find_images` passes over for their
+    extension (a ``.gif``, a phone's ``.heic``, a label file), hidden files aside: the command
+    names them, so that no photo is left out unseen.
+    """
+    return [
+        str(p)
+        for spec in inputs
+        if os.path.isdir(spec)
+        for p in sorted(Path(spec).rglob("*"))
+        if p.is_file()
+        and p.suffix.lower() not in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(spec).parts)
+    ]
+
+
+def describe_left_out(files: Sequence[str]) -> str:
+    """One line for :func:`left_out_files`: how many, of which extensions, an example."""
+    by_ext = Counter(Path(f).suffix.lower() or "no extension" for f in files)
+    kinds = ", ".join(f"{n} {ext}" for ext, n in sorted(by_ext.items()))
+    return (
+        f"left out {len(files)} file(s) that are not photos by their extension ({kinds}; "
+        f"e.g. {files[0]}); read are {' '.join(IMAGE_EXTENSIONS)}, or name a file to read it"
+    )
 
 
 def _root_of(spec: str) -> str:
