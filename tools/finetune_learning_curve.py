@@ -184,7 +184,7 @@ def main():
                     help="with --tune: train on N of the six photos (default 6)")
     ap.add_argument("--quarters", action="store_true", help="instead of the curve: each quarter "
                     "of the photos (A[:6], A[6:], B[:6], B[6:]) scored by a model fine-tuned on "
-                    "the other 18, first seed only")
+                    "the other 18, first seed only; --folds picks the folds whose halves are held out")
     ap.add_argument("--peer", choices=["ours", "yolo"], default="ours")
     ap.add_argument("--minutes", type=float, help="--peer yolo: wall-time budget per fine-tune")
     ap.add_argument("--threads", type=int, default=2, help="--peer yolo: torch threads")
@@ -220,6 +220,8 @@ def main():
     elif args.quarters:
         quarters = {"A[:6]": folds["A"][:6], "A[6:]": folds["A"][6:], "B[:6]": folds["B"][:6], "B[6:]": folds["B"][6:]}
         for i, (held, names) in enumerate(quarters.items()):
+            if held[0] not in args.folds:
+                continue
             rest = [n for q in quarters.values() if q is not names for n in q]
             plan.append((f"18 -> {held}", dataset(f"Q{i}train", rest), dataset(f"Q{i}", names), args.seeds[0]))
     else:
