@@ -23,8 +23,8 @@ from gaussian_retina.data.image_reader import read_shelf_image
 from gaussian_retina.inference import (
     ShelfPredictor,
     calibrate_counts,
-    find_images,
     describe_left_out,
+    find_images,
     input_root,
     left_out_files,
     output_names,
