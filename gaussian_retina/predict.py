@@ -25,10 +25,8 @@ from gaussian_retina.engine import get_project_cfg
 from gaussian_retina.inference import (
     ShelfPredictor,
     calibrate_counts,
-    describe_left_out,
     find_images,
     input_root,
-    left_out_files,
     output_names,
     parse_tiling,
     run_prediction,
@@ -236,9 +234,6 @@ def predict(args):
     if not cfg.MODEL.WEIGHTS:
         raise SystemExit("no weights: pass --weights or MODEL.WEIGHTS in --opts")
     files = find_images(args.input)
-    left_out = left_out_files(args.input)
-    if left_out:
-        logger.warning(describe_left_out(left_out))
     names = output_names(files, input_root(args.input))
 
     train_side = _registered_datasets_and_scale(cfg, args)

@@ -23,10 +23,8 @@ from gaussian_retina.data.image_reader import read_shelf_image
 from gaussian_retina.inference import (
     ShelfPredictor,
     calibrate_counts,
-    describe_left_out,
     find_images,
     input_root,
-    left_out_files,
     output_names,
     photo_counts,
     read_detections_csv,
@@ -91,18 +89,28 @@ def test_output_names_keep_the_path_under_the_input_root(tmp_path):
     ]
 
 
-def test_files_left_out_by_extension_are_named(tmp_path):
+def test_files_left_out_by_extension_are_named(tmp_path, caplog):
     photos = _photos(tmp_path / "photos", ["a.jpg", "s/B.JPG"])
     for name in ("s/c.heic", "d.gif", "labels/d.txt", ".DS_Store", ".cache/e.bin"):
         (photos / name).parent.mkdir(parents=True, exist_ok=True)
         (photos / name).write_bytes(b"x")
-    assert [os.path.relpath(f, photos) for f in find_images([str(photos)])] == ["a.jpg", "s/B.JPG"]
-    left = left_out_files([str(photos)])
-    # Hidden files aside, every other file is named, and a photo named explicitly is no folder's.
-    assert sorted(os.path.relpath(f, photos) for f in left) == ["d.gif", "labels/d.txt", "s/c.heic"]
-    assert left_out_files([str(photos / "d.gif"), str(photos / "*.jpg")]) == []
-    line = describe_left_out(left)
+    logger = logging.getLogger("gaussian_retina.predict")
+    logger.addHandler(caplog.handler)  # Detectron2's setup_logger stops propagation
+    try:
+        with caplog.at_level(logging.WARNING, logger="gaussian_retina.predict"):
+            files = find_images([str(photos)])
+            assert [os.path.relpath(f, photos) for f in files] == ["a.jpg", "s/B.JPG"]
+            # Hidden files aside, every other file is named, in one line.
+            (line,) = {r.getMessage() for r in caplog.records}  # once, whichever way it came
+            caplog.clear()
+            # A photo named explicitly, or a pattern's, is no folder's: nothing is left out.
+            find_images([str(photos / "d.gif"), str(photos / "*.jpg")])
+            assert not caplog.records
+    finally:
+        logger.removeHandler(caplog.handler)
     assert line.startswith("left out 3 file(s)") and "1 .gif, 1 .heic, 1 .txt" in line
+    for name in ("d.gif", "labels/d.txt", "s/c.heic", ".DS_Store", "e.bin"):
+        assert (name in line) == (name == "d.gif"), name  # the first one is the example
 
 
 def test_csv_is_sku110k_layout_with_a_score(tmp_path):

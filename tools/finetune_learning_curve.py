@@ -218,7 +218,11 @@ def main():
             train = first if n == 6 else dataset(f"A{n}", a[:n])
             plan.append((f"A[:{n}] -> A[6:]", train, rest, args.seeds[0]))
     elif args.quarters:
-        quarters = {"A[:6]": folds["A"][:6], "A[6:]": folds["A"][6:], "B[:6]": folds["B"][:6], "B[6:]": folds["B"][6:]}
+        quarters = {
+            f"{fold}[{part}]": folds[fold][:6] if part == ":6" else folds[fold][6:]
+            for fold in ("A", "B")
+            for part in (":6", "6:")
+        }
         for i, (held, names) in enumerate(quarters.items()):
             if held[0] not in args.folds:
                 continue

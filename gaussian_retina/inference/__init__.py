@@ -29,10 +29,8 @@ from .calibration import calibrate_counts, calibration_cache_dir
 from .predictor import Prediction, ShelfPredictor, map_at_centres, probe_product_side, stitch_maps
 from .run_outputs import RunOutputs, SettingsMismatchError
 from .runner import (
-    describe_left_out,
     find_images,
     input_root,
-    left_out_files,
     output_names,
     photo_counts,
     products_per_image,

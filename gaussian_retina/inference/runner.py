@@ -27,10 +27,8 @@ from .tiling import single_pass_scale
 __all__ = [
     "IMAGE_EXTENSIONS",
     "calibrate_counts",
-    "describe_left_out",
     "find_images",
     "input_root",
-    "left_out_files",
     "output_names",
     "photo_counts",
     "products_per_image",
@@ -47,16 +45,21 @@ def find_images(inputs: Sequence[str]) -> List[str]:
     """
     Photos from files, folders (their image files, recursively) and glob patterns, in order,
     without repeats. A file named explicitly is kept whatever its extension (it is reported if
-    unreadable); an input that matches nothing raises, naming it.
+    unreadable); an input that matches nothing raises, naming it. The other files a folder
+    holds (a ``.gif``, a phone's ``.heic``, labels; hidden files aside) are named in one warning,
+    so that no photo is left out unseen.
     """
-    found = []
+    found, passed_over = [], []
     for spec in inputs:
         if os.path.isdir(spec):
-            files = sorted(
-                str(p)
-                for p in Path(spec).rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
+            files = []
+            for p in sorted(Path(spec).rglob("*"), key=str):
+                if not p.is_file():
+                    continue
+                if p.suffix.lower() in IMAGE_EXTENSIONS:
+                    files.append(str(p))
+                elif not any(part.startswith(".") for part in p.relative_to(spec).parts):
+                    passed_over.append(str(p))
         elif os.path.isfile(spec):
             files = [spec]
         else:
@@ -70,34 +73,15 @@ def find_images(inputs: Sequence[str]) -> List[str]:
                 f"{spec}: no such file, or no image files in that folder or pattern"
             )
         found.extend(files)
+    if passed_over:
+        by_ext = Counter(Path(f).suffix.lower() or "no extension" for f in passed_over)
+        kinds = ", ".join(f"{n} {ext}" for ext, n in sorted(by_ext.items()))
+        logger.warning(
+            f"left out {len(passed_over)} file(s) that are not photos by their extension ({kinds};"
+            f" e.g. {passed_over[0]}); read are {' '.join(IMAGE_EXTENSIONS)}, or name a file to"
+            " read it"
+        )
     return list(dict.fromkeys(found))
-
-
-def left_out_files(inputs: Sequence[str]) -> List[str]:
-    """
-    The files inside the folders of ``inputs`` that :func:`find_images` passes over for their
-    extension (a ``.gif``, a phone's ``.heic``, a label file), hidden files aside: the command
-    names them, so that no photo is left out unseen.
-    """
-    return [
-        str(p)
-        for spec in inputs
-        if os.path.isdir(spec)
-        for p in sorted(Path(spec).rglob("*"))
-        if p.is_file()
-        and p.suffix.lower() not in IMAGE_EXTENSIONS
-        and not any(part.startswith(".") for part in p.relative_to(spec).parts)
-    ]
-
-
-def describe_left_out(files: Sequence[str]) -> str:
-    """One line for :func:`left_out_files`: how many, of which extensions, an example."""
-    by_ext = Counter(Path(f).suffix.lower() or "no extension" for f in files)
-    kinds = ", ".join(f"{n} {ext}" for ext, n in sorted(by_ext.items()))
-    return (
-        f"left out {len(files)} file(s) that are not photos by their extension ({kinds}; "
-        f"e.g. {files[0]}); read are {' '.join(IMAGE_EXTENSIONS)}, or name a file to read it"
-    )
 
 
 def _root_of(spec: str) -> str:
